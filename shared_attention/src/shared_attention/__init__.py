@@ -1,0 +1,2 @@
+"""Shared attention core."""
+__version__ = "0.1.0"

@@ -1,0 +1,619 @@
+"""One training loop for every domain: AMP, accumulation, clipping, schedules, evaluation, best-checkpoint
+tracking, early stopping, EMA, automatic resume, DDP under torchrun, CSV + TensorBoard logs, tqdm on rank 0.
+
+Determinism: with ``num_workers=0`` (or datasets whose randomness depends only on the sample index and
+epoch) a run that is killed and resumed from a checkpoint ends with weights bit-identical to an
+uninterrupted run of the same length on CPU: the sampler order depends only on (seed, epoch), the
+learning rate only on the step, and the RNG states of every rank are checkpointed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from . import checkpoint as ckpt_io
+from .config import config_to_dict, dump_config
+from .distributed import DistContext, all_gather_objects, barrier, cleanup_distributed, init_distributed
+from .data import ResumableSampler
+from .loggers import CSVLogger, MultiLogger, TensorBoardLogger
+from .schedules import LRSchedule, ScheduleConfig
+from .seeding import get_rng_state, seed_everything, set_rng_state
+from .task import TrainTask, move_to_device
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OptimConfig", "TrainConfig", "FitResult", "fit", "build_optimizer", "ModelEMA"]
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer settings used when the task does not build its own.
+
+    Attributes:
+        name: ``adam``, ``adamw``, ``sgd`` or ``adagrad``.
+        lr: base learning rate. weight_decay: L2 (adam/sgd/adagrad) or decoupled (adamw) decay.
+        betas: Adam betas (HAT: 0.9, 0.99). momentum: SGD momentum. eps: Adam/Adagrad epsilon.
+    """
+
+    name: Literal["adam", "adamw", "sgd", "adagrad"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Engine settings shared by every domain (nested as ``train:`` in domain configs).
+
+    Attributes:
+        run_dir: the run folder; an existing one is resumed from its newest complete checkpoint.
+        max_steps: optimizer steps in total.
+        batch_size: per-rank micro-batch size. eval_batch_size: defaults to ``batch_size``.
+        grad_accum_steps: micro-batches per optimizer step.
+        grad_clip: max global gradient norm (``None``: no clipping).
+        amp: ``off``, ``bf16``, ``fp16`` (CUDA only, with loss scaling) or ``auto`` (bf16 on CUDA when
+            supported, off on CPU).
+        eval_every: evaluate every N steps (0: only at the end; needs a validation set).
+        checkpoint_every: write a resumable checkpoint every N steps (and at the end).
+        keep_checkpoints: how many complete checkpoints to keep (0: all).
+        log_every: log training scalars every N steps.
+        monitor / monitor_mode: validation metric that decides the best checkpoint (``None``: none).
+        early_stop_patience: stop after this many evaluations without improvement (0: never).
+        ema_decay: exponential moving average of weights (0: off); evaluation and the served weights use it.
+        seed / deterministic: see :func:`seed_everything`.
+        num_workers: DataLoader workers. drop_last: drop the incomplete last training batch.
+        resume: resume from the run folder when it has a checkpoint.
+        device: ``auto``, ``cpu``, ``cuda``...
+        progress / tensorboard: show tqdm on rank 0 / write TensorBoard events.
+        optim / schedule: see :class:`OptimConfig`, :class:`ScheduleConfig`.
+    """
+
+    run_dir: str = "runs/default"
+    max_steps: int = 1000
+    batch_size: int = 8
+    eval_batch_size: int | None = None
+    grad_accum_steps: int = 1
+    grad_clip: float | None = None
+    amp: Literal["off", "bf16", "fp16", "auto"] = "auto"
+    eval_every: int = 0
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    monitor: str | None = None
+    monitor_mode: Literal["min", "max"] = "min"
+    early_stop_patience: int = 0
+    ema_decay: float = 0.0
+    seed: int = 0
+    deterministic: bool = False
+    num_workers: int = 0
+    drop_last: bool = True
+    resume: bool = True
+    device: str = "auto"
+    progress: bool = True
+    tensorboard: bool = True
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns (on every rank); ``model`` is the trained (unwrapped, non-EMA) module."""
+
+    run_dir: Path
+    step: int
+    resumed_from: int | None
+    best_step: int | None
+    best_value: float | None
+    last_metrics: dict[str, float]
+    train_loss: float | None
+    seconds: float
+    model: nn.Module | None = None
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Builds the optimizer named in ``cfg`` over the model's trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.name == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optim.name: unknown optimizer {cfg.name!r}")
+
+
+class ModelEMA:
+    """Exponential moving average of a model's floating-point parameters and buffers.
+
+    ``ema = decay * ema + (1 - decay) * current`` after every optimizer step (HAT trains with 0.999).
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            s = self.shadow[k]
+            if s.is_floating_point():
+                s.mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+            else:
+                s.copy_(v)
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module) -> Iterator[None]:
+        """Temporarily loads the averaged weights into ``model``."""
+        backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.shadow)
+        try:
+            yield
+        finally:
+            model.load_state_dict(backup)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version(), "torch": torch.__version__}
+    for dist in ("shared-attention",):
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def _autocast(device: torch.device, amp: str) -> tuple[contextlib.AbstractContextManager[Any], bool]:
+    """The autocast context for ``amp`` and whether fp16 loss scaling is needed."""
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
+    if amp == "off":
+        return contextlib.nullcontext(), False
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ValueError("train.amp=fp16 needs CUDA; use bf16 or off on CPU")
+        return torch.autocast("cuda", dtype=torch.float16), True
+    return torch.autocast(device.type, dtype=torch.bfloat16), False
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _detach_cpu(out: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: (v.detach().float().cpu() if isinstance(v, torch.Tensor) else torch.as_tensor(v)) for k, v in out.items()}
+
+
+class _Trainer:
+    def __init__(self, task: TrainTask, cfg: TrainConfig, full_config: Any, ctx: DistContext) -> None:
+        self.task, self.cfg, self.ctx = task, cfg, ctx
+        self.full_config = full_config if full_config is not None else cfg
+        self.run_dir = Path(cfg.run_dir)
+        self.device = ctx.device
+
+    # ----------------------------------------------------------------- setup
+    def setup(self) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        seed_everything(cfg.seed, cfg.deterministic)
+        self.model = self.task.build_model().to(self.device)
+        custom = getattr(self.task, "build_optimizer", None)
+        opt = custom(self.model) if callable(custom) else None
+        self.optimizer = opt if opt is not None else build_optimizer(self.model, cfg.optim)
+        self.schedule = LRSchedule(self.optimizer, cfg.schedule, cfg.max_steps)
+        self.autocast, need_scaler = _autocast(self.device, cfg.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if need_scaler else None
+        self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.step, self.epoch, self.micro_in_epoch = 0, 0, 0
+        self.best_value: float | None = None
+        self.best_step: int | None = None
+        self.bad_evals = 0
+        self.resumed_from: int | None = None
+        self.last_metrics: dict[str, float] = {}
+
+        found = ckpt_io.find_resumable(self.run_dir) if cfg.resume else None
+        if found is not None:
+            path, weights, state = found
+            self._restore(path, weights, state)
+        else:
+            seed_everything(cfg.seed + ctx.rank, cfg.deterministic)
+        if ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._check_config_drift()
+            ckpt_io.atomic_write_text(self.run_dir / "config.yaml", dump_config(self.full_config))
+            self._write_metadata({})
+        barrier(ctx)
+
+        wrap = getattr(self.task, "wrap_model", None)
+        if callable(wrap):
+            self.train_model: nn.Module = wrap(self.model, ctx)
+        elif ctx.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        else:
+            self.train_model = self.model
+
+        train_ds, val_ds = self.task.build_datasets()
+        if len(train_ds) == 0:  # type: ignore[arg-type]
+            raise ValueError(f"task {self.task.name!r}: the training set is empty")
+        self.train_ds: Dataset[Any] = train_ds
+        self.val_ds = val_ds
+        self.sampler = ResumableSampler(
+            train_ds, shuffle=True, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size  # type: ignore[arg-type]
+        )
+        hook = getattr(self.task, "collate_fn", None)
+        self.collate = hook() if callable(hook) else None
+        if cfg.drop_last and self.sampler.per_rank < cfg.batch_size:
+            raise ValueError(
+                f"train.batch_size={cfg.batch_size} exceeds the {self.sampler.per_rank} training samples per rank "
+                "(lower the batch size or set train.drop_last=false)"
+            )
+        self.loggers: MultiLogger | None = None
+        if ctx.is_main:
+            resume_step = self.step if self.resumed_from is not None else None
+            lgs: list[Any] = [CSVLogger(self.run_dir / "metrics.csv", resume_step=resume_step)]
+            if cfg.tensorboard:
+                lgs.append(TensorBoardLogger(self.run_dir / "tb", purge_step=resume_step))
+            self.loggers = MultiLogger(lgs)
+
+    def _check_config_drift(self) -> None:
+        path = self.run_dir / "config.yaml"
+        if self.resumed_from is None or not path.exists():
+            return
+        import yaml
+
+        try:
+            old = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            return
+        new = config_to_dict(self.full_config)
+
+        def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+            if not isinstance(d, dict):
+                return {prefix: d}
+            out: dict[str, Any] = {}
+            for k, v in d.items():
+                out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
+            return out
+
+        fo, fn = flat(old), flat(new)
+        changed = sorted(k for k in set(fo) | set(fn) if fo.get(k) != fn.get(k))
+        if changed:
+            logger.warning("resuming %s with a changed config: %s", self.run_dir, ", ".join(changed))
+
+    def _restore(self, path: Path, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(weights, strict=True)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None:
+                if not state.get("ema"):
+                    raise KeyError("ema")
+                self.ema.shadow = {k: v.to(self.device) for k, v in state["ema"].items()}
+            self.step = int(state["step"])
+            self.epoch = int(state["epoch"])
+            self.micro_in_epoch = int(state["micro_in_epoch"])
+            self.best_value = state.get("best_value")
+            self.best_step = state.get("best_step")
+            self.bad_evals = int(state.get("bad_evals", 0))
+            self.last_metrics = dict(state.get("last_metrics", {}))
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise ckpt_io.CheckpointError(
+                f"{path}: checkpoint does not match this model/config ({type(exc).__name__}: {exc}); "
+                "use a new run_dir or train.resume=false"
+            ) from exc
+        rngs = state.get("rng", [])
+        if len(rngs) == self.ctx.world_size:
+            set_rng_state(rngs[self.ctx.rank])
+        else:
+            logger.warning("checkpoint has RNG states of %d ranks, running %d: reseeding", len(rngs), self.ctx.world_size)
+            seed_everything(self.cfg.seed + self.ctx.rank + self.step, self.cfg.deterministic)
+        self.resumed_from = self.step
+        if self.ctx.is_main:
+            logger.info("resumed %s from %s (step %d)", self.run_dir, path, self.step)
+
+    def _write_metadata(self, extra: Mapping[str, Any]) -> None:
+        hook = getattr(self.task, "metadata", None)
+        meta: dict[str, Any] = {
+            "task": self.task.name,
+            "versions": _versions(),
+            "git_commit": _git_commit(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "world_size": self.ctx.world_size,
+            "weights": "ema" if self.ema is not None else "raw",
+        }
+        if callable(hook):
+            meta.update(hook())
+        meta.update(extra)
+        ckpt_io.atomic_write_text(self.run_dir / "metadata.json", json.dumps(meta, indent=2, default=str))
+
+    # ------------------------------------------------------------- helpers
+    def _loader(self, start_index: int) -> DataLoader[Any]:
+        self.sampler.set_epoch(self.epoch, start_index)
+        g = torch.Generator()
+        g.manual_seed(self.cfg.seed * 7919 + self.epoch * 104729 + self.ctx.rank * 31 + start_index)
+        return DataLoader(
+            self.train_ds,
+            batch_size=self.cfg.batch_size,
+            sampler=self.sampler,
+            num_workers=self.cfg.num_workers,
+            collate_fn=self.collate,
+            drop_last=self.cfg.drop_last,
+            generator=g,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _serving_state(self) -> dict[str, torch.Tensor]:
+        return self.ema.shadow if self.ema is not None else self.model.state_dict()
+
+    def _save_checkpoint(self) -> None:
+        rngs = all_gather_objects(self.ctx, get_rng_state())
+        if self.ctx.is_main:
+            state = {
+                "step": self.step,
+                "epoch": self.epoch,
+                "micro_in_epoch": self.micro_in_epoch,
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "ema": self.ema.shadow if self.ema is not None else None,
+                "best_value": self.best_value,
+                "best_step": self.best_step,
+                "bad_evals": self.bad_evals,
+                "last_metrics": self.last_metrics,
+                "rng": rngs,
+                "world_size": self.ctx.world_size,
+            }
+            ckpt_io.write_checkpoint(self.run_dir, self.step, self.model.state_dict(), state, self.cfg.keep_checkpoints)
+        barrier(self.ctx)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if self.val_ds is None:
+            return {}
+        model = self.model
+        was_training = model.training
+        model.eval()
+        n = len(self.val_ds)  # type: ignore[arg-type]
+        shard = list(range(self.ctx.rank, n, self.ctx.world_size))
+        loader = DataLoader(
+            torch.utils.data.Subset(self.val_ds, shard),
+            batch_size=self.cfg.eval_batch_size or self.cfg.batch_size,
+            shuffle=False,
+            num_workers=self.cfg.num_workers,
+            collate_fn=self.collate,
+        )
+        outputs: list[dict[str, torch.Tensor]] = []
+        ctx = self.ema.applied(model) if self.ema is not None else contextlib.nullcontext()
+        with ctx:
+            for batch in loader:
+                batch = move_to_device(batch, self.device)
+                with self.autocast:
+                    outputs.append(_detach_cpu(self.task.validation_step(model, batch)))
+        gathered = [o for part in all_gather_objects(self.ctx, outputs) for o in part]
+        metrics = {k: float(v) for k, v in self.task.metrics(gathered).items()}
+        model.train(was_training)
+        return metrics
+
+    def _after_eval(self, metrics: dict[str, float]) -> bool:
+        """Best tracking, plateau schedule, early stop; returns True to stop."""
+        cfg = self.cfg
+        self.last_metrics = metrics
+        if self.loggers is not None:
+            self.loggers.log(self.step, "val", metrics)
+        mon = cfg.monitor
+        if mon is None:
+            return False
+        if mon not in metrics:
+            raise KeyError(f"train.monitor={mon!r} is not among the validation metrics {sorted(metrics)}")
+        value = metrics[mon]
+        self.schedule.observe(value, cfg.monitor_mode)
+        improved = math.isfinite(value) and (
+            self.best_value is None
+            or (value < self.best_value if cfg.monitor_mode == "min" else value > self.best_value)
+        )
+        if improved:
+            self.best_value, self.best_step, self.bad_evals = value, self.step, 0
+            if self.ctx.is_main:
+                ckpt_io.save_weights(self.run_dir / ckpt_io.MODEL_FILE, self._serving_state(), {"step": str(self.step)})
+        else:
+            self.bad_evals += 1
+        if self.ctx.is_main:
+            hook = getattr(self.task, "on_evaluation_end", None)
+            if callable(hook):
+                ema_ctx = self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
+                with ema_ctx:
+                    hook(self.model, self.run_dir, self.step, metrics)
+        return cfg.early_stop_patience > 0 and self.bad_evals >= cfg.early_stop_patience
+
+    # ---------------------------------------------------------------- loop
+    def run(self) -> FitResult:
+        cfg, ctx = self.cfg, self.ctx
+        t0 = time.time()
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=cfg.max_steps, initial=self.step, disable=not (ctx.is_main and cfg.progress),
+            desc=f"{self.task.name}", unit="step", dynamic_ncols=True,
+            mininterval=0.2 if sys.stderr.isatty() else 5.0,
+        )
+        self.train_model.train()
+        accum = cfg.grad_accum_steps
+        sums: dict[str, torch.Tensor] = {}
+        n_logged = 0
+        last_loss: float | None = None
+        stop = self.step >= cfg.max_steps
+        micro = 0
+        while not stop:
+            loader = self._loader(self.micro_in_epoch * cfg.batch_size)
+            for batch in loader:
+                batch = move_to_device(batch, self.device)
+                sync_ctx = (
+                    self.train_model.no_sync()  # type: ignore[operator]
+                    if isinstance(self.train_model, nn.parallel.DistributedDataParallel) and micro + 1 < accum
+                    else contextlib.nullcontext()
+                )
+                with sync_ctx:
+                    with self.autocast:
+                        out = self.task.training_step(self.train_model, batch)
+                    if "loss" not in out:
+                        raise KeyError(f"task {self.task.name!r}: training_step must return a 'loss' entry")
+                    loss = out["loss"] / accum
+                    if self.scaler is not None:
+                        self.scaler.scale(loss).backward()
+                    else:
+                        loss.backward()
+                for k, v in out.items():
+                    v = v.detach().float().mean()
+                    sums[k] = sums[k] + v / accum if k in sums else v / accum
+                micro += 1
+                self.micro_in_epoch += 1
+                if micro < accum:
+                    continue
+                micro = 0
+                lr = self.schedule.apply(self.step)
+                if self.scaler is not None:
+                    self.scaler.unscale_(self.optimizer)
+                grad_norm = None
+                if cfg.grad_clip is not None:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                if not torch.isfinite(sums["loss"]):
+                    raise FloatingPointError(
+                        f"task {self.task.name!r}: non-finite loss {float(sums['loss'])} at step {self.step + 1}; "
+                        "lower the learning rate, enable grad_clip or check the data"
+                    )
+                if self.scaler is not None:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                n_logged += 1
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    scalars = {k: float(v) / n_logged for k, v in sums.items()}
+                    scalars["lr"] = lr
+                    if grad_norm is not None:
+                        scalars["grad_norm"] = float(grad_norm)
+                    last_loss = scalars["loss"]
+                    if self.loggers is not None:
+                        self.loggers.log(self.step, "train", scalars)
+                    bar.set_postfix(loss=f"{last_loss:.4g}", lr=f"{lr:.3g}")
+                    sums, n_logged = {}, 0
+                else:
+                    # keep running sums over the logging window
+                    pass
+                bar.update(1)
+                do_eval = self.val_ds is not None and (
+                    (cfg.eval_every > 0 and self.step % cfg.eval_every == 0) or self.step == cfg.max_steps
+                )
+                if do_eval:
+                    stop = self._after_eval(self.evaluate())
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps or stop:
+                    self._save_checkpoint()
+                if self.step >= cfg.max_steps:
+                    stop = True
+                if stop:
+                    break
+            else:
+                self.epoch += 1
+                self.micro_in_epoch = 0
+        bar.close()
+        if ctx.is_main:
+            if self.best_step is None:
+                ckpt_io.save_weights(self.run_dir / ckpt_io.MODEL_FILE, self._serving_state(), {"step": str(self.step)})
+            self._write_metadata(
+                {
+                    "result": {
+                        "step": self.step,
+                        "best_step": self.best_step,
+                        "best_value": self.best_value,
+                        "monitor": cfg.monitor,
+                        "last_metrics": self.last_metrics,
+                    }
+                }
+            )
+        if self.loggers is not None:
+            self.loggers.close()
+        barrier(ctx)
+        return FitResult(
+            run_dir=self.run_dir,
+            step=self.step,
+            resumed_from=self.resumed_from,
+            best_step=self.best_step,
+            best_value=self.best_value,
+            last_metrics=self.last_metrics,
+            train_loss=last_loss,
+            seconds=time.time() - t0,
+            model=self.model,
+        )
+
+
+def fit(task: TrainTask, cfg: TrainConfig, full_config: Any = None) -> FitResult:
+    """Trains ``task`` with ``cfg``; resumes automatically from ``cfg.run_dir`` when it holds a checkpoint.
+
+    Works alone or under ``torchrun`` (DDP; gloo on CPU, nccl on CUDA). Rank 0 writes the run folder.
+
+    Args:
+        task: the domain's :class:`TrainTask`.
+        cfg: engine settings.
+        full_config: the domain's whole config, written to ``config.yaml`` (default: ``cfg``).
+
+    Returns:
+        A :class:`FitResult` describing the finished run.
+    """
+    if not isinstance(task, TrainTask):
+        missing = [m for m in ("name", "build_model", "build_datasets", "training_step", "validation_step", "metrics")
+                   if not hasattr(task, m)]
+        raise TypeError(f"{type(task).__name__} is not a TrainTask: missing {missing}")
+    ctx = init_distributed(cfg.device)
+    try:
+        trainer = _Trainer(task, cfg, full_config, ctx)
+        trainer.setup()
+        return trainer.run()
+    finally:
+        cleanup_distributed(ctx)

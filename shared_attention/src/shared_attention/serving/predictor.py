@@ -1,0 +1,186 @@
+"""Predictors: load a run folder (or official weights), preprocess raw input, predict, postprocess.
+
+The same predictor object backs a package's ``predict`` CLI and the HTTP server, so both accept the same
+inputs and reject bad ones with the same :class:`InputError` message. ``io_spec`` describes the inputs and
+outputs so the server can publish them in ``/v1/info`` and build its upload limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import torch
+
+from ..engine.checkpoint import MODEL_FILE, CheckpointError, load_weights
+
+__all__ = ["FieldSpec", "IOSpec", "InputError", "Predictor", "PredictorBase", "RunFolder", "read_run_folder"]
+
+Kind = Literal["image", "audio", "volume", "json", "text", "tensor"]
+
+
+class InputError(ValueError):
+    """Raw input a predictor cannot accept; the message says which field and why (HTTP 4xx)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One input or output of a predictor.
+
+    Attributes:
+        name: field name (the multipart / JSON field).
+        kind: ``image``, ``audio``, ``volume``, ``json``, ``text`` or ``tensor``.
+        media_types: accepted or produced MIME types (``image/png``...).
+        shape: human-readable shape, e.g. ``"(H, W, 3) uint8"``.
+        description: one line for docs and the web page.
+        constraints: e.g. ``{"sample_rate": 8000, "channels": 1, "max_pixels": 4096**2}``.
+    """
+
+    name: str
+    kind: Kind
+    media_types: tuple[str, ...] = ()
+    shape: str = ""
+    description: str = ""
+    constraints: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    """Inputs and outputs of a predictor, serialisable to JSON for ``/v1/info``."""
+
+    inputs: tuple[FieldSpec, ...]
+    outputs: tuple[FieldSpec, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+
+        def one(f: FieldSpec) -> dict[str, Any]:
+            return {
+                "name": f.name, "kind": f.kind, "media_types": list(f.media_types), "shape": f.shape,
+                "description": f.description, "constraints": dict(f.constraints),
+            }
+
+        return {"inputs": [one(f) for f in self.inputs], "outputs": [one(f) for f in self.outputs]}
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What CLIs and the server call.
+
+    Attributes:
+        domain: the domain name (``"restoration"``).
+        io_spec: the inputs and outputs.
+    """
+
+    domain: ClassVar[str]
+    io_spec: ClassVar[IOSpec]
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> Predictor:
+        """Builds the predictor from a run folder (``config.yaml``, ``metadata.json``, ``model.safetensors``)."""
+        ...
+
+    def preprocess(self, raw: Any) -> Any:
+        """Validates and converts raw input (bytes, arrays, dicts) to a model batch; raises :class:`InputError`."""
+        ...
+
+    def predict(self, batch: Any) -> Any:
+        """Runs the model (no grad, eval mode)."""
+        ...
+
+    def postprocess(self, output: Any) -> Any:
+        """Converts model output to the response (bytes, arrays, JSON-ready dicts)."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """Model name, version, checkpoint hash and the I/O spec (for ``/v1/info``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The parts of a finished run folder a predictor needs."""
+
+    path: Path
+    config: dict[str, Any]
+    metadata: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    weights_sha256: str
+
+
+def read_run_folder(run_dir: str | Path, device: str | torch.device = "cpu") -> RunFolder:
+    """Reads ``config.yaml``, ``metadata.json`` and ``model.safetensors`` of a run, with errors naming the file."""
+    import yaml
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: run folder does not exist")
+    cfg_path, meta_path, weights_path = path / "config.yaml", path / "metadata.json", path / MODEL_FILE
+    for p in (cfg_path, meta_path, weights_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: missing (is {path} a finished run folder?)")
+    try:
+        config = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{cfg_path}: invalid YAML: {exc}") from exc
+    try:
+        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{meta_path}: invalid JSON: {exc}") from exc
+    if not isinstance(config, dict) or not isinstance(metadata, dict):
+        raise ValueError(f"{path}: config.yaml and metadata.json must each hold a mapping")
+    digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
+    try:
+        state = load_weights(weights_path, device)
+    except CheckpointError:
+        raise
+    return RunFolder(path, config, metadata, state, digest)
+
+
+class PredictorBase:
+    """Convenience base: ``__call__`` chains the three stages; ``info`` fills in from the run folder.
+
+    Subclasses set ``domain`` and ``io_spec`` and implement ``load``, ``preprocess``, ``predict`` and
+    ``postprocess``. ``run`` (a :class:`RunFolder`) and ``model`` are set by ``load``.
+    """
+
+    domain: ClassVar[str] = ""
+    io_spec: ClassVar[IOSpec] = IOSpec((), ())
+    run: RunFolder | None = None
+    model: torch.nn.Module | None = None
+
+    def preprocess(self, raw: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict(self, batch: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def postprocess(self, output: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, raw: Any) -> Any:
+        """``postprocess(predict(preprocess(raw)))``."""
+        return self.postprocess(self.predict(self.preprocess(raw)))
+
+    def info(self) -> dict[str, Any]:
+        """Model, versions, checkpoint hash and I/O spec."""
+        out: dict[str, Any] = {"domain": self.domain, "io": self.io_spec.to_dict()}
+        if self.run is not None:
+            out.update(
+                run_dir=str(self.run.path),
+                task=self.run.metadata.get("task"),
+                versions=self.run.metadata.get("versions", {}),
+                weights_sha256=self.run.weights_sha256,
+                result=self.run.metadata.get("result"),
+            )
+        if self.model is not None:
+            out["parameters"] = sum(p.numel() for p in self.model.parameters())
+        return out
