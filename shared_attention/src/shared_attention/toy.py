@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +23,9 @@ from .engine.task import TaskHooks
 from .engine.trainer import OptimConfig, TrainConfig
 from .layers.blocks import TransformerBlock
 from .layers.position import sinusoidal_1d
+from .serving.predictor import FieldSpec, InputError, IOSpec, PredictorBase, read_run_folder
 
-__all__ = ["ToyModelConfig", "ToyDataConfig", "ToyConfig", "PointerTransformer", "PointerTask", "make_pointer_data"]
+__all__ = ["ToyModelConfig", "ToyDataConfig", "ToyConfig", "PointerTransformer", "PointerTask", "PointerPredictor", "make_pointer_data"]
 
 
 @dataclass(frozen=True)
@@ -149,3 +151,68 @@ class PointerTask(TaskHooks):
     def metadata(self) -> dict[str, Any]:
         d = self.cfg.data
         return {"io": {"input": f"(B, {d.seq_len}) int64 tokens", "output": f"(B, {d.vocab}) logits"}}
+
+
+class PointerPredictor(PredictorBase):
+    """Serves a trained toy run: JSON ``{"sequences": [[ptr, v1, v2, ...], ...]}`` -> predicted values.
+
+    Pointers are given as positions ``0 .. seq_len-2`` into the value list (the predictor adds the pointer
+    token offset); values must lie in ``0 .. vocab-1``.
+    """
+
+    domain: ClassVar[str] = "toy"
+    io_spec: ClassVar[IOSpec] = IOSpec(
+        inputs=(FieldSpec("sequences", "json", ("application/json",), "(B, seq_len) int",
+                          "pointer position followed by seq_len-1 value tokens"),),
+        outputs=(FieldSpec("values", "json", ("application/json",), "(B,) int", "the value each pointer selects"),),
+    )
+
+    def __init__(self, model: PointerTransformer, cfg: ToyConfig, device: torch.device) -> None:
+        self.model = model.eval()
+        self.cfg = cfg
+        self.device = device
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> PointerPredictor:
+        """Reads ``config.yaml`` + ``model.safetensors`` of a toy run."""
+        from .engine.config import ConfigError, load_config
+
+        run = read_run_folder(run_dir)
+        try:
+            cfg = load_config(ToyConfig, Path(run_dir) / "config.yaml")
+        except ConfigError as exc:
+            raise ValueError(f"{run_dir}: not a toy run: {exc}") from exc
+        m, d = cfg.model, cfg.data
+        model = PointerTransformer(d.vocab, d.seq_len, m.dim, m.depth, m.num_heads)
+        model.load_state_dict(run.state_dict, strict=True)
+        pred = cls(model.to(device), cfg, torch.device(device))
+        pred.run = run
+        return pred
+
+    def preprocess(self, raw: Any) -> torch.Tensor:
+        d = self.cfg.data
+        if not isinstance(raw, Mapping) or "sequences" not in raw:
+            raise InputError("expected a JSON object with a 'sequences' list", "sequences")
+        seqs = raw["sequences"]
+        if not isinstance(seqs, list) or not seqs:
+            raise InputError("must be a non-empty list of sequences", "sequences")
+        rows = []
+        for i, s in enumerate(seqs):
+            where = f"sequences[{i}]"
+            if not isinstance(s, list) or len(s) != d.seq_len:
+                raise InputError(f"must be a list of {d.seq_len} integers", where)
+            if not all(isinstance(t, int) and not isinstance(t, bool) for t in s):
+                raise InputError("all entries must be integers", where)
+            if not 0 <= s[0] < d.seq_len - 1:
+                raise InputError(f"pointer {s[0]} outside 0..{d.seq_len - 2}", where)
+            if not all(0 <= t < d.vocab for t in s[1:]):
+                raise InputError(f"values must lie in 0..{d.vocab - 1}", where)
+            rows.append([d.vocab + s[0], *s[1:]])
+        return torch.tensor(rows, dtype=torch.long, device=self.device)  # (B, L)
+
+    @torch.no_grad()
+    def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model(batch)  # (B, vocab)
+
+    def postprocess(self, output: torch.Tensor) -> dict[str, Any]:
+        return {"values": output.argmax(-1).tolist()}

@@ -1,0 +1,148 @@
+"""In-process engine behaviour: accumulation, EMA, early stop, best tracking, schedules, errors, logs."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from shared_attention.engine import (
+    LRSchedule, ModelEMA, ScheduleConfig, TrainConfig, fit, load_config, load_weights,
+)
+from shared_attention.engine.checkpoint import list_checkpoints
+from shared_attention.serving import InputError, Predictor
+from shared_attention.toy import PointerPredictor, PointerTask, ToyConfig
+
+FAST = ["train.progress=false", "train.tensorboard=false", "model.dim=16", "model.depth=1", "data.n_train=128",
+        "data.n_val=32"]
+
+
+def _cfg(tmp_path, *extra):
+    return load_config(ToyConfig, None, [f"train.run_dir={tmp_path}", *FAST, *extra])
+
+
+def test_accumulation_matches_large_batch(tmp_path):
+    # SGD: Adam's per-element normalisation would amplify float rounding of near-zero gradients
+    common = ("train.max_steps=4", "train.eval_every=0", "train.optim.name=sgd", "train.optim.lr=0.5")
+    a = _cfg(tmp_path / "a", "train.batch_size=16", *common)
+    b = _cfg(tmp_path / "b", "train.batch_size=8", "train.grad_accum_steps=2", *common)
+    c = _cfg(tmp_path / "c", "train.batch_size=8", *common)  # same steps, half the data: must differ
+    ra, rb, rc = (fit(PointerTask(x), x.train, x) for x in (a, b, c))
+    sa, sb, sc = ra.model.state_dict(), rb.model.state_dict(), rc.model.state_dict()
+    assert any((sa[k] - sc[k]).abs().max() > 1e-3 for k in sa)
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], atol=2e-5, rtol=1e-4)
+
+
+def test_run_folder_contents_logs_and_best_tracking(tmp_path):
+    cfg = _cfg(tmp_path, "train.max_steps=12", "train.batch_size=16", "train.eval_every=4",
+               "train.checkpoint_every=4", "train.keep_checkpoints=0", "train.log_every=2", "train.tensorboard=true")
+    res = fit(PointerTask(cfg), cfg.train, cfg)
+    for name in ("config.yaml", "metadata.json", "model.safetensors", "metrics.csv"):
+        assert (tmp_path / name).is_file(), name
+    assert any((tmp_path / "tb").iterdir())
+    assert load_config(ToyConfig, tmp_path / "config.yaml") == cfg
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["task"] == "toy-pointer" and meta["result"]["step"] == 12 and "torch" in meta["versions"]
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    val_acc = {int(r["step"]): float(r["value"]) for r in rows if r["split"] == "val" and r["metric"] == "accuracy"}
+    assert sorted(val_acc) == [4, 8, 12]
+    assert sorted({int(r["step"]) for r in rows if r["split"] == "train"}) == [2, 4, 6, 8, 10, 12]
+    best_step = max(val_acc, key=lambda s: (val_acc[s], -s))
+    assert res.best_step == best_step and math.isclose(res.best_value, val_acc[best_step])
+    served = load_weights(tmp_path / "model.safetensors")
+    at_best = load_weights(tmp_path / "checkpoints" / f"step_{best_step:08d}" / "model.safetensors")
+    assert all(torch.equal(served[k], at_best[k]) for k in served)
+
+
+def test_early_stop_when_metric_stalls(tmp_path):
+    cfg = _cfg(tmp_path, "train.max_steps=50", "train.batch_size=16", "train.eval_every=2",
+               "train.early_stop_patience=2", "train.optim.lr=0.0", "train.monitor=loss")
+    res = fit(PointerTask(cfg), cfg.train, cfg)
+    assert res.step == 6  # evals at 2 (best), 4 and 6 (no improvement with lr=0) -> stop
+    assert list_checkpoints(tmp_path)[-1].name == "step_00000006"
+
+
+def test_non_finite_loss_is_reported_with_step(tmp_path):
+    cfg = _cfg(tmp_path, "train.max_steps=5", "train.batch_size=16")
+
+    class Broken(PointerTask):
+        def training_step(self, model, batch):
+            out = dict(super().training_step(model, batch))
+            out["loss"] = out["loss"] * float("nan")
+            return out
+
+    with pytest.raises(FloatingPointError, match="step 1"):
+        fit(Broken(cfg), cfg.train, cfg)
+
+
+def test_ema_serves_averaged_weights(tmp_path):
+    cfg = _cfg(tmp_path, "train.max_steps=6", "train.batch_size=16", "train.ema_decay=0.5", "train.monitor=null",
+               "train.eval_every=0")
+    res = fit(PointerTask(cfg), cfg.train, cfg)
+    served = load_weights(tmp_path / "model.safetensors")
+    raw = res.model.state_dict()
+    assert any(not torch.equal(served[k], raw[k]) for k in raw)
+    m = torch.nn.Linear(2, 2)
+    ema = ModelEMA(m, 0.9)
+    start = m.weight.detach().clone()
+    with torch.no_grad():
+        m.weight.add_(1.0)
+    ema.update(m)
+    torch.testing.assert_close(ema.shadow["weight"], 0.9 * start + 0.1 * (start + 1.0))
+    with ema.applied(m):
+        torch.testing.assert_close(m.weight, ema.shadow["weight"])
+    torch.testing.assert_close(m.weight, start + 1.0)
+
+
+def test_schedules():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    cos = LRSchedule(opt, ScheduleConfig(name="cosine", warmup_steps=10), total_steps=110)
+    assert cos.factor(0) == pytest.approx(0.1) and cos.factor(9) == pytest.approx(1.0)
+    assert cos.factor(60) == pytest.approx(0.5) and cos.factor(110) == pytest.approx(0.0, abs=1e-12)
+    ms = LRSchedule(opt, ScheduleConfig(name="multistep", milestones=(5, 8), gamma=0.5), 10)
+    assert [ms.factor(s) for s in (4, 5, 8)] == [1.0, 0.5, 0.25]
+    poly = LRSchedule(opt, ScheduleConfig(name="poly", power=0.9), 100)
+    assert poly.factor(50) == pytest.approx(0.5**0.9)
+    assert poly.apply(50) == pytest.approx(0.5**0.9) and opt.param_groups[0]["lr"] == pytest.approx(0.5**0.9)
+    pl = LRSchedule(opt, ScheduleConfig(name="plateau", patience=2, gamma=0.5), 100)
+    cuts = [pl.observe(v, "min") for v in (1.0, 0.9, 0.95, 0.96, 0.97, 0.98)]
+    assert cuts == [False, False, False, True, False, True] and pl.factor(0) == 0.25
+    state = pl.state_dict()
+    pl2 = LRSchedule(opt, ScheduleConfig(name="plateau"), 100)
+    pl2.load_state_dict(state)
+    assert pl2.factor(3) == 0.25
+
+
+def test_config_validation_errors():
+    with pytest.raises(ValueError, match="max_steps"):
+        TrainConfig(max_steps=0)
+    with pytest.raises(ValueError, match="milestones"):
+        ScheduleConfig(milestones=(5, 3))
+
+
+def test_monitor_must_exist(tmp_path):
+    cfg = _cfg(tmp_path, "train.max_steps=2", "train.batch_size=16", "train.monitor=psnr", "train.eval_every=2")
+    with pytest.raises(KeyError, match="psnr"):
+        fit(PointerTask(cfg), cfg.train, cfg)
+
+
+def test_predictor_protocol_and_input_errors(tmp_path):
+    cfg = _cfg(tmp_path, "train.max_steps=3", "train.batch_size=16")
+    fit(PointerTask(cfg), cfg.train, cfg)
+    pred = PointerPredictor.load(tmp_path)
+    assert isinstance(pred, Predictor)
+    L = cfg.data.seq_len
+    seq = [2] + [i % cfg.data.vocab for i in range(L - 1)]
+    out = pred({"sequences": [seq, seq]})
+    assert len(out["values"]) == 2 and all(0 <= v < cfg.data.vocab for v in out["values"])
+    info = pred.info()
+    assert len(info["weights_sha256"]) == 64 and info["io"]["inputs"][0]["name"] == "sequences"
+    with pytest.raises(InputError, match=r"sequences\[1\].*values must lie"):
+        pred.preprocess({"sequences": [seq, [0] + [99] * (L - 1)]})
+    with pytest.raises(InputError, match="sequences"):
+        pred.preprocess({"seq": []})
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        (tmp_path / "model.safetensors").unlink()
+        PointerPredictor.load(tmp_path)
