@@ -1,0 +1,37 @@
+"""Attention mechanisms of the shared core.
+
+* :mod:`.multihead`: scaled dot-product attention (Vaswani et al. 2017, eq. 1) and multi-head
+  self/cross attention; the single attention kernel used by every module here.
+* :mod:`.window`: Swin window attention with relative position bias and shifted windows
+  (Liu et al. 2021, eq. 4, sec. 3.2).
+* :mod:`.channel`: squeeze-excitation channel attention (Hu et al. 2018, eq. 2-3).
+* :mod:`.spatial_reduction`: PVT spatial-reduction attention (Wang et al. 2021, eq. 2-3).
+"""
+
+from shared_attention.attention.channel import ChannelAttention, SqueezeExcitation
+from shared_attention.attention.multihead import MultiHeadAttention, scaled_dot_product
+from shared_attention.attention.spatial_reduction import SpatialReductionAttention
+from shared_attention.attention.window import (
+    RelativePositionBias,
+    WindowAttention,
+    relative_position_index,
+    shifted_window_attention,
+    shifted_window_mask,
+    window_partition,
+    window_reverse,
+)
+
+__all__ = [
+    "ChannelAttention",
+    "MultiHeadAttention",
+    "RelativePositionBias",
+    "SpatialReductionAttention",
+    "SqueezeExcitation",
+    "WindowAttention",
+    "relative_position_index",
+    "scaled_dot_product",
+    "shifted_window_attention",
+    "shifted_window_mask",
+    "window_partition",
+    "window_reverse",
+]

@@ -1,0 +1,265 @@
+"""Scaled dot-product and multi-head attention.
+
+Implements "Attention Is All You Need" (Vaswani et al., 2017), eq. 1::
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+
+and the multi-head form of sec. 3.2.2::
+
+    MultiHead(X, C) = Concat(head_1, ..., head_h) W^O,  head_i = Attention(X W_i^Q, C W_i^K, C W_i^V)
+
+:func:`scaled_dot_product` is the single attention kernel of this package: every attention
+module (window, spatial-reduction, multi-head) calls it, so masking conventions, the fused
+``torch.nn.functional.scaled_dot_product_attention`` path and the explicit softmax path live in
+one place.
+
+Mask convention (same as ``torch.nn.functional.scaled_dot_product_attention``):
+
+* boolean mask: ``True`` means "may attend", ``False`` means "masked out";
+* floating mask: added to the scaled scores before the softmax (use ``-inf`` or a large negative
+  number to mask out).
+
+A query row whose keys are all masked out returns zeros (and zero attention probabilities), with
+finite gradients, on both paths.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, overload
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["MultiHeadAttention", "scaled_dot_product"]
+
+
+def _masked_softmax(scores: Tensor, has_mask: bool) -> Tensor:
+    """Softmax over the last axis (in at least float32) that maps fully masked rows to zeros.
+
+    Args:
+        scores: Scores ``(..., Nq, Nk)``; masked entries are ``-inf``.
+        has_mask: Whether a mask was applied (rows can only be fully ``-inf`` then).
+
+    Returns:
+        Probabilities of the same shape, in ``promote_types(scores.dtype, float32)``.
+    """
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
+    if not has_mask:
+        return torch.softmax(scores, dim=-1)
+    # Safe softmax: a row that is entirely -inf gives exp(-inf - 0) = 0 everywhere and denominator 0,
+    # which we replace by 1, so the row is all zeros and no NaN reaches the backward pass.
+    row_max = scores.amax(dim=-1, keepdim=True).detach()
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    exp = torch.exp(scores - row_max)
+    denom = exp.sum(dim=-1, keepdim=True)
+    denom = torch.where(denom > 0, denom, torch.ones_like(denom))
+    return exp / denom
+
+
+def scaled_dot_product(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_mask: Tensor | None = None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    need_weights: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Scaled dot-product attention, Vaswani et al. (2017) eq. 1.
+
+    Two numerically equivalent paths:
+
+    * ``need_weights=False``: ``torch.nn.functional.scaled_dot_product_attention`` (fused
+      flash / memory-efficient / math kernel chosen by PyTorch); no probabilities are returned.
+    * ``need_weights=True``: explicit ``softmax(q k^T * scale + mask) v``; the attention
+      probabilities (before dropout) are returned.
+
+    Leading dimensions are arbitrary; the canonical layout is ``(B, heads, N, head_dim)``.
+
+    Args:
+        q: Queries ``(B, h, Nq, d)``.
+        k: Keys ``(B, h, Nk, d)``.
+        v: Values ``(B, h, Nk, dv)``.
+        attn_mask: Optional mask broadcastable to ``(B, h, Nq, Nk)``. Boolean (``True`` =
+            attend) or floating (added to the scaled scores). Floating masks are cast to the
+            dtype of ``q``.
+        dropout_p: Dropout probability on the attention probabilities. The function is
+            stateless: pass ``0.0`` at evaluation time (modules do this via ``self.training``).
+        scale: Score scale; defaults to ``1 / sqrt(d)``.
+        need_weights: Return the attention probabilities (explicit path).
+
+    Returns:
+        ``(out, attn)`` where ``out`` is ``(B, h, Nq, dv)`` and ``attn`` is the
+        ``(B, h, Nq, Nk)`` probability tensor when ``need_weights`` else ``None``.
+    """
+    if attn_mask is not None and attn_mask.dtype != torch.bool:
+        attn_mask = attn_mask.to(q.dtype)
+    if not need_weights:
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale
+        )  # (B, h, Nq, dv)
+        return out, None
+
+    scale_ = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    scores = (q * scale_) @ k.transpose(-2, -1)  # (B, h, Nq, Nk)
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask
+    attn = _masked_softmax(scores, attn_mask is not None).to(q.dtype)  # (B, h, Nq, Nk)
+    probs = F.dropout(attn, p=dropout_p, training=True) if dropout_p > 0.0 else attn
+    out = probs @ v  # (B, h, Nq, dv)
+    return out, attn
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head self- or cross-attention, Vaswani et al. (2017) sec. 3.2.2.
+
+    Parameter names (stable, for checkpoint mapping):
+
+    * self-attention mode (``kv_dim is None``): ``qkv`` = ``Linear(dim, 3 * inner)`` whose output
+      is laid out ``[q | k | v]``, each ``(heads, head_dim)`` head-major (timm / Swin layout);
+    * cross-attention mode (``kv_dim`` given): ``q`` = ``Linear(dim, inner)`` and
+      ``kv`` = ``Linear(kv_dim, 2 * inner)`` laid out ``[k | v]`` (PVT layout);
+    * ``proj`` = ``Linear(inner, dim)`` output projection;
+
+    with ``inner = num_heads * head_dim``.
+
+    In self-attention mode a ``context`` of width ``dim`` may still be passed: queries then use
+    the ``q`` rows of ``qkv`` on ``x`` and keys/values use its ``k``/``v`` rows on ``context``.
+
+    Args:
+        dim: Input (query) width ``C`` and output width.
+        num_heads: Number of heads ``h``.
+        qkv_bias: Bias in the q/k/v projections.
+        attn_drop: Dropout on attention probabilities (training only).
+        proj_drop: Dropout after the output projection.
+        kv_dim: Width ``Ckv`` of the context for cross attention; selects cross-attention mode.
+        head_dim: Per-head width; defaults to ``dim // num_heads`` (``dim`` must then be divisible
+            by ``num_heads``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        kv_dim: int | None = None,
+        head_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        if head_dim is None:
+            if dim % num_heads != 0:
+                raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}; pass head_dim")
+            head_dim = dim // num_heads
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.inner_dim = num_heads * head_dim
+        self.kv_dim = kv_dim
+        self.scale = head_dim**-0.5
+        self.attn_drop_p = attn_drop
+        self.qkv: nn.Linear | None
+        self.q: nn.Linear | None
+        self.kv: nn.Linear | None
+        if kv_dim is None:
+            self.qkv = nn.Linear(dim, 3 * self.inner_dim, bias=qkv_bias)
+            self.q = None
+            self.kv = None
+        else:
+            self.qkv = None
+            self.q = nn.Linear(dim, self.inner_dim, bias=qkv_bias)
+            self.kv = nn.Linear(kv_dim, 2 * self.inner_dim, bias=qkv_bias)
+        self.proj = nn.Linear(self.inner_dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    @property
+    def is_cross(self) -> bool:
+        """Whether the module was built for cross attention (separate ``q``/``kv``)."""
+        return self.kv_dim is not None
+
+    def _project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        B, N, _ = x.shape
+        h, d = self.num_heads, self.head_dim
+        if self.qkv is not None:
+            if context is None:
+                qkv = self.qkv(x).reshape(B, N, 3, h, d).permute(2, 0, 3, 1, 4)  # (3, B, h, N, d)
+                return qkv[0], qkv[1], qkv[2]
+            w_q, w_kv = self.qkv.weight.split([self.inner_dim, 2 * self.inner_dim], dim=0)
+            b_q: Tensor | None = None
+            b_kv: Tensor | None = None
+            if self.qkv.bias is not None:
+                b_q, b_kv = self.qkv.bias.split([self.inner_dim, 2 * self.inner_dim], dim=0)
+            q = F.linear(x, w_q, b_q)  # (B, N, h*d)
+            kv = F.linear(context, w_kv, b_kv)  # (B, M, 2*h*d)
+        else:
+            if context is None:
+                raise ValueError("cross-attention MultiHeadAttention (kv_dim set) needs a context")
+            assert self.q is not None and self.kv is not None
+            q = self.q(x)  # (B, N, h*d)
+            kv = self.kv(context)  # (B, M, 2*h*d)
+        M = kv.shape[1]
+        q = q.reshape(B, N, h, d).transpose(1, 2)  # (B, h, N, d)
+        kv = kv.reshape(B, M, 2, h, d).permute(2, 0, 3, 1, 4)  # (2, B, h, M, d)
+        return q, kv[0], kv[1]
+
+    @overload
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = ...,
+        attn_mask: Tensor | None = ...,
+        need_weights: Literal[False] = ...,
+    ) -> Tensor: ...
+
+    @overload
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = ...,
+        attn_mask: Tensor | None = ...,
+        *,
+        need_weights: Literal[True],
+    ) -> tuple[Tensor, Tensor]: ...
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Attend from ``x`` to itself or to ``context``.
+
+        Args:
+            x: Queries ``(B, N, C)``.
+            context: Keys/values source ``(B, M, Ckv)``; ``None`` for self-attention.
+            attn_mask: Mask broadcastable to ``(B, heads, N, M)`` (bool ``True`` = attend, or
+                additive float). A key-padding mask ``(B, M)`` must be given as ``(B, 1, 1, M)``.
+            need_weights: Also return the ``(B, heads, N, M)`` attention probabilities.
+
+        Returns:
+            ``(B, N, C)`` output, or ``(output, attn)`` when ``need_weights``.
+        """
+        B, N, _ = x.shape
+        q, k, v = self._project(x, context)  # (B, h, N, d), (B, h, M, d), (B, h, M, d)
+        out, attn = scaled_dot_product(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.attn_drop_p if self.training else 0.0,
+            scale=self.scale,
+            need_weights=need_weights,
+        )  # (B, h, N, d)
+        out = out.transpose(1, 2).reshape(B, N, self.inner_dim)  # (B, N, h*d)
+        out = self.proj_drop(self.proj(out))  # (B, N, C)
+        if need_weights:
+            assert attn is not None
+            return out, attn
+        return out
