@@ -146,3 +146,12 @@ def test_predictor_protocol_and_input_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         (tmp_path / "model.safetensors").unlink()
         PointerPredictor.load(tmp_path)
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    cfg = _cfg(tmp_path, "train.max_steps=3", "train.batch_size=16", "train.amp=bf16", "train.eval_every=3")
+    res = fit(PointerTask(cfg), cfg.train, cfg)
+    assert res.step == 3 and math.isfinite(res.last_metrics["loss"])
+    with pytest.raises(ValueError, match="fp16 needs CUDA"):
+        bad = _cfg(tmp_path / "x", "train.max_steps=1", "train.amp=fp16", "train.device=cpu")
+        fit(PointerTask(bad), bad.train, bad)

@@ -37,13 +37,16 @@ def _demo(args: argparse.Namespace) -> int:
         return 0
     chance = 1.0 / cfg.data.vocab
     rows = [
-        ("task", "toy pointer lookup (attention needed; chance %.3f)" % chance),
+        ("task", f"toy pointer lookup (attention needed; chance {chance:.3f})"),
         ("run folder", str(result.run_dir)),
         ("steps", f"{result.step} (resumed from {result.resumed_from})" if result.resumed_from else str(result.step)),
         ("train loss (last window)", f"{result.train_loss:.4f}" if result.train_loss is not None else "-"),
         ("val loss", f"{result.last_metrics.get('loss', float('nan')):.4f}"),
         ("val accuracy", f"{result.last_metrics.get('accuracy', float('nan')):.3f}"),
-        ("best accuracy (step)", f"{result.best_value:.3f} ({result.best_step})" if result.best_value is not None else "-"),
+        (
+            "best accuracy (step)",
+            f"{result.best_value:.3f} ({result.best_step})" if result.best_value is not None else "-",
+        ),
         ("wall time", f"{time.time() - t0:.1f} s"),
     ]
     width = max(len(k) for k, _ in rows)

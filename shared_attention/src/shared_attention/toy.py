@@ -25,7 +25,15 @@ from .layers.blocks import TransformerBlock
 from .layers.position import sinusoidal_1d
 from .serving.predictor import FieldSpec, InputError, IOSpec, PredictorBase, read_run_folder
 
-__all__ = ["ToyModelConfig", "ToyDataConfig", "ToyConfig", "PointerTransformer", "PointerTask", "PointerPredictor", "make_pointer_data"]
+__all__ = [
+    "ToyModelConfig",
+    "ToyDataConfig",
+    "ToyConfig",
+    "PointerTransformer",
+    "PointerTask",
+    "PointerPredictor",
+    "make_pointer_data",
+]
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,7 @@ class PointerTransformer(nn.Module):
                  dropout: float = 0.0) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab + seq_len, dim)
+        self.pos: torch.Tensor
         self.register_buffer("pos", sinusoidal_1d(seq_len, dim), persistent=False)
         self.blocks = nn.ModuleList(TransformerBlock(dim, num_heads, mlp_ratio=2.0, drop=dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
@@ -166,6 +175,8 @@ class PointerPredictor(PredictorBase):
                           "pointer position followed by seq_len-1 value tokens"),),
         outputs=(FieldSpec("values", "json", ("application/json",), "(B,) int", "the value each pointer selects"),),
     )
+
+    model: PointerTransformer
 
     def __init__(self, model: PointerTransformer, cfg: ToyConfig, device: torch.device) -> None:
         self.model = model.eval()

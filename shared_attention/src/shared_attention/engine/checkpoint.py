@@ -96,7 +96,10 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Writes ``data`` to ``path`` atomically."""
-    return atomic_write(path, lambda fh: fh.write(data) and None)
+    def write(fh: IO[bytes]) -> None:
+        fh.write(data)
+
+    return atomic_write(path, write)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -106,12 +109,12 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def _contiguous_cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
-    seen: dict[tuple[int, int], str] = {}
+    seen: dict[tuple[int, int], str] = {}  # (storage pointer, offset) -> first key
     for k, v in state.items():
         if not isinstance(v, torch.Tensor):
             raise TypeError(f"state dict entry {k!r} is {type(v).__name__}, not a tensor")
         t = v.detach().to("cpu").contiguous()
-        key = (t.untyped_storage().data_ptr(), t.storage_offset())
+        key = (int(t.untyped_storage().data_ptr()), int(t.storage_offset()))
         if key in seen or t.untyped_storage().nbytes() != t.numel() * t.element_size():
             t = t.clone()  # safetensors refuses shared or partial storage
         seen[key] = k
@@ -119,7 +122,9 @@ def _contiguous_cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
-def save_weights(path: str | Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
+def save_weights(
+    path: str | Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> Path:
     """Saves a state dict as safetensors, atomically."""
     from safetensors.torch import save
 

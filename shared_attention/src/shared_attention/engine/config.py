@@ -162,7 +162,7 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
             return {str(k): plain(x) for k, x in v.items()}
         return v
 
-    return plain(cfg)  # type: ignore[no-any-return]
+    return plain(cfg)
 
 
 def load_config(

@@ -34,7 +34,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 def get_rng_state() -> dict[str, Any]:
     """Python, numpy, torch CPU and CUDA RNG states as tensors/lists (loadable with weights_only=True)."""
     py = random.getstate()
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state: dict[str, Any] = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": {

@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import checkpoint as ckpt_io
 from .config import config_to_dict, dump_config
-from .distributed import DistContext, all_gather_objects, barrier, cleanup_distributed, init_distributed
 from .data import ResumableSampler
+from .distributed import DistContext, all_gather_objects, barrier, cleanup_distributed, init_distributed
 from .loggers import CSVLogger, MultiLogger, TensorBoardLogger
 from .schedules import LRSchedule, ScheduleConfig
 from .seeding import get_rng_state, seed_everything, set_rng_state
@@ -197,10 +197,8 @@ def _versions() -> dict[str, str]:
 
     found = {"python": platform.python_version(), "torch": torch.__version__}
     for dist in ("shared-attention",):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             found[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
     return found
 
 
@@ -222,7 +220,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _detach_cpu(out: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: (v.detach().float().cpu() if isinstance(v, torch.Tensor) else torch.as_tensor(v)) for k, v in out.items()}
+    return {
+        k: (v.detach().float().cpu() if isinstance(v, torch.Tensor) else torch.as_tensor(v)) for k, v in out.items()
+    }
 
 
 class _Trainer:
@@ -348,7 +348,9 @@ class _Trainer:
         if len(rngs) == self.ctx.world_size:
             set_rng_state(rngs[self.ctx.rank])
         else:
-            logger.warning("checkpoint has RNG states of %d ranks, running %d: reseeding", len(rngs), self.ctx.world_size)
+            logger.warning(
+                "checkpoint has RNG states of %d ranks, running %d: reseeding", len(rngs), self.ctx.world_size
+            )
             seed_everything(self.cfg.seed + self.ctx.rank + self.step, self.cfg.deterministic)
         self.resumed_from = self.step
         if self.ctx.is_main:
@@ -491,7 +493,7 @@ class _Trainer:
             for batch in loader:
                 batch = move_to_device(batch, self.device)
                 sync_ctx = (
-                    self.train_model.no_sync()  # type: ignore[operator]
+                    self.train_model.no_sync()
                     if isinstance(self.train_model, nn.parallel.DistributedDataParallel) and micro + 1 < accum
                     else contextlib.nullcontext()
                 )
