@@ -49,6 +49,15 @@ def _demo(args: argparse.Namespace) -> int:
         ),
         ("wall time", f"{time.time() - t0:.1f} s"),
     ]
+    # serve the fresh run through its Predictor, as a CLI or the server would
+    from .toy import PointerPredictor, make_pointer_data
+
+    pred = PointerPredictor.load(result.run_dir)
+    tokens, labels = make_pointer_data(64, cfg.data.vocab, cfg.data.seq_len, seed=cfg.data.seed + 99).tensors
+    seqs = [[int(t[0]) - cfg.data.vocab, *map(int, t[1:])] for t in tokens]
+    got = pred({"sequences": seqs})["values"]
+    hits = sum(int(g == y) for g, y in zip(got, labels.tolist()))
+    rows.append(("predictor (64 fresh sequences)", f"{hits}/64 correct, e.g. {seqs[0]} -> {got[0]}"))
     width = max(len(k) for k, _ in rows)
     print("\n== shared-attention engine demo ==")
     for k, v in rows:

@@ -61,6 +61,14 @@ class TaskHooks:
         """A custom optimizer (``None``: the engine builds one from ``TrainConfig.optim``)."""
         return None
 
+    def wrap_model(self, model: nn.Module, ctx: Any) -> nn.Module | None:
+        """Wraps the model for distributed training (e.g. torchrec's DistributedModelParallel).
+
+        ``ctx`` is the engine's :class:`~shared_attention.engine.distributed.DistContext`. ``None`` (the
+        default) lets the engine use DDP when more than one process runs, and the bare model otherwise.
+        """
+        return None
+
     def metadata(self) -> dict[str, Any]:
         """Extra ``metadata.json`` entries: I/O spec, preprocessing, labels, package version."""
         return {}

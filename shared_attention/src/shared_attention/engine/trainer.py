@@ -265,8 +265,9 @@ class _Trainer:
         barrier(ctx)
 
         wrap = getattr(self.task, "wrap_model", None)
-        if callable(wrap):
-            self.train_model: nn.Module = wrap(self.model, ctx)
+        wrapped = wrap(self.model, ctx) if callable(wrap) else None
+        if wrapped is not None:
+            self.train_model: nn.Module = wrapped
         elif ctx.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
