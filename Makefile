@@ -21,7 +21,7 @@ $(TOOLS)/bin/poetry:
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet poetry==2.5.1 poetry-plugin-pypi-mirror==0.6.5
 
-$(STAMP): $(TOOLS)/bin/poetry poetry.lock pyproject.toml shared_attention/pyproject.toml shims/fbgemm-gpu/pyproject.toml
+$(STAMP): $(TOOLS)/bin/poetry poetry.lock pyproject.toml shared_attention/pyproject.toml $(wildcard packages/*/pyproject.toml apps/*/pyproject.toml) shims/fbgemm-gpu/pyproject.toml
 	$(POETRY) check --lock
 	$(POETRY) install --no-interaction
 	@touch $@

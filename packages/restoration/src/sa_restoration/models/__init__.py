@@ -1,0 +1,1 @@
+"""Restoration models (wiring of shared_attention mechanisms)."""
