@@ -155,3 +155,12 @@ def test_bf16_autocast_trains_on_cpu(tmp_path):
     with pytest.raises(ValueError, match="fp16 needs CUDA"):
         bad = _cfg(tmp_path / "x", "train.max_steps=1", "train.amp=fp16", "train.device=cpu")
         fit(PointerTask(bad), bad.train, bad)
+
+
+def test_time_budget_stops_with_eval_and_checkpoint(tmp_path):
+    cfg = _cfg(tmp_path, "train.max_steps=100000", "train.batch_size=16", "train.max_minutes=0.001",
+               "train.eval_every=0")
+    res = fit(PointerTask(cfg), cfg.train, cfg)
+    assert 1 <= res.step < 100000
+    assert "accuracy" in res.last_metrics  # evaluated at the stop
+    assert list_checkpoints(tmp_path)[-1].name == f"step_{res.step:08d}"

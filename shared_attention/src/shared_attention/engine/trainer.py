@@ -76,6 +76,8 @@ class TrainConfig:
         log_every: log training scalars every N steps.
         monitor / monitor_mode: validation metric that decides the best checkpoint (``None``: none).
         early_stop_patience: stop after this many evaluations without improvement (0: never).
+        max_minutes: wall-clock budget of this invocation; when spent, the run evaluates, checkpoints and stops
+            (``None``: no budget). Resuming later continues to ``max_steps``.
         ema_decay: exponential moving average of weights (0: off); evaluation and the served weights use it.
         seed / deterministic: see :func:`seed_everything`.
         num_workers: DataLoader workers. drop_last: drop the incomplete last training batch.
@@ -99,6 +101,7 @@ class TrainConfig:
     monitor: str | None = None
     monitor_mode: Literal["min", "max"] = "min"
     early_stop_patience: int = 0
+    max_minutes: float | None = None
     ema_decay: float = 0.0
     seed: int = 0
     deterministic: bool = False
@@ -551,11 +554,17 @@ class _Trainer:
                     # keep running sums over the logging window
                     pass
                 bar.update(1)
+                if cfg.max_minutes is not None:
+                    # every rank takes part, so all ranks stop at the same step
+                    out_of_time = any(all_gather_objects(ctx, time.time() - t0 > cfg.max_minutes * 60))
+                    if out_of_time and ctx.is_main:
+                        logger.info("time budget of %s min spent at step %d: stopping", cfg.max_minutes, self.step)
+                    stop = stop or out_of_time
                 do_eval = self.val_ds is not None and (
-                    (cfg.eval_every > 0 and self.step % cfg.eval_every == 0) or self.step == cfg.max_steps
+                    (cfg.eval_every > 0 and self.step % cfg.eval_every == 0) or self.step == cfg.max_steps or stop
                 )
                 if do_eval:
-                    stop = self._after_eval(self.evaluate())
+                    stop = self._after_eval(self.evaluate()) or stop
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps or stop:
                     self._save_checkpoint()
                 if self.step >= cfg.max_steps:
