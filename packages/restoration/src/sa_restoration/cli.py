@@ -56,9 +56,8 @@ def evaluate_folder(pred: Any, gt_dir: str | Path, lq_dir: str | Path, save_dir:
 
     from .data import PairedImageDataset
     from .imageio import write_png
-    from .metrics import psnr_y, ssim_y
     from .resize import bicubic_upscale
-    from .task import to_numpy_image
+    from .task import score_pair, to_numpy_image
 
     s = pred.upscale
     ds = PairedImageDataset(gt_dir, lq_dir, s)
@@ -69,11 +68,8 @@ def evaluate_folder(pred: Any, gt_dir: str | Path, lq_dir: str | Path, save_dir:
         gt = to_numpy_image(item["gt"])
         sr = to_numpy_image(pred.predict(pred.preprocess(lq))[0])
         bic = np.clip(bicubic_upscale(lq, s), 0, 1)
-        rows.append({
-            "name": item["name"],
-            "psnr_y": psnr_y(sr, gt, crop_border=s), "ssim_y": ssim_y(sr, gt, crop_border=s),
-            "bicubic_psnr_y": psnr_y(bic, gt, crop_border=s), "bicubic_ssim_y": ssim_y(bic, gt, crop_border=s),
-        })
+        (p, q), (bp, bq) = score_pair(sr, gt, s), score_pair(bic, gt, s)
+        rows.append({"name": item["name"], "psnr_y": p, "ssim_y": q, "bicubic_psnr_y": bp, "bicubic_ssim_y": bq})
         if save_dir:
             write_png(Path(save_dir) / f"{item['name']}.png", sr)
     return rows

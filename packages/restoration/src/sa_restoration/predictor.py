@@ -29,9 +29,9 @@ def load_weights_any(path: str | Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{p}: no such weights file")
     if p.suffix == ".safetensors":
         return load_weights(p)
-    from .official import official_state_dict
+    from .official import read_official_state_dict
 
-    return official_state_dict(p)
+    return read_official_state_dict(p)[0]
 
 
 def self_ensemble(fn: Any, x: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from shared_attention.engine import TaskHooks
 
 from .config import SRConfig
 
-__all__ = ["SRTask", "build_model"]
+__all__ = ["SRTask", "build_model", "score_pair", "to_numpy_image"]
 
 
 def build_model(cfg: SRConfig) -> nn.Module:
@@ -29,6 +29,19 @@ def build_model(cfg: SRConfig) -> nn.Module:
 
 def _fmt(path: str, scale: int) -> str:
     return path.replace("{scale}", str(scale))
+
+
+def score_pair(sr: np.ndarray, gt: np.ndarray, crop_border: int) -> tuple[float, float]:
+    """(PSNR-Y, SSIM-Y) of an SR result, the papers' convention: 8-bit, BT.601 Y, border = scale.
+
+    Gray ground truths (identical channels, e.g. ``camera``) are scored on their gray values, as the
+    MATLAB evaluation scripts do for 1-channel images; the SR output is reduced to gray by its channel mean.
+    """
+    from .metrics import is_gray, psnr_y, ssim_y
+
+    if is_gray(gt):
+        sr, gt = sr.mean(axis=2), gt[..., 0]
+    return psnr_y(sr, gt, crop_border=crop_border), ssim_y(sr, gt, crop_border=crop_border)
 
 
 def to_numpy_image(t: torch.Tensor) -> np.ndarray:
@@ -89,7 +102,6 @@ class SRTask(TaskHooks):
         return {"loss": F.l1_loss(sr, batch["gt"])}
 
     def validation_step(self, model: nn.Module, batch: Any) -> Mapping[str, torch.Tensor]:
-        from .metrics import psnr_y, ssim_y
         from .resize import bicubic_upscale
 
         s = self.cfg.model.upscale
@@ -97,9 +109,10 @@ class SRTask(TaskHooks):
         out: dict[str, list[float]] = {"psnr_y": [], "ssim_y": [], "bicubic_psnr_y": []}
         for i in range(sr.shape[0]):
             pred, gt, lq = (to_numpy_image(t[i]) for t in (sr, batch["gt"], batch["lq"]))
-            out["psnr_y"].append(psnr_y(pred, gt, crop_border=s))
-            out["ssim_y"].append(ssim_y(pred, gt, crop_border=s))
-            out["bicubic_psnr_y"].append(psnr_y(np.clip(bicubic_upscale(lq, s), 0, 1), gt, crop_border=s))
+            p, q = score_pair(pred, gt, s)
+            out["psnr_y"].append(p)
+            out["ssim_y"].append(q)
+            out["bicubic_psnr_y"].append(score_pair(np.clip(bicubic_upscale(lq, s), 0, 1), gt, s)[0])
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
 
     def metrics(self, outputs: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, float]:

@@ -5,11 +5,13 @@
 * :mod:`.window`: Swin window attention with relative position bias and shifted windows
   (Liu et al. 2021, eq. 4, sec. 3.2).
 * :mod:`.channel`: squeeze-excitation channel attention (Hu et al. 2018, eq. 2-3).
+* :mod:`.overlap`: HAT's overlapping cross-attention block (Chen et al. 2023, sec. 3.3).
 * :mod:`.spatial_reduction`: PVT spatial-reduction attention (Wang et al. 2021, eq. 2-3).
 """
 
 from shared_attention.attention.channel import ChannelAttention, SqueezeExcitation
 from shared_attention.attention.multihead import MultiHeadAttention, scaled_dot_product
+from shared_attention.attention.overlap import OCAB, OverlappingCrossAttention, overlap_window_size
 from shared_attention.attention.spatial_reduction import SpatialReductionAttention
 from shared_attention.attention.window import (
     RelativePositionBias,
@@ -24,10 +26,13 @@ from shared_attention.attention.window import (
 __all__ = [
     "ChannelAttention",
     "MultiHeadAttention",
+    "OCAB",
+    "OverlappingCrossAttention",
     "RelativePositionBias",
     "SpatialReductionAttention",
     "SqueezeExcitation",
     "WindowAttention",
+    "overlap_window_size",
     "relative_position_index",
     "scaled_dot_product",
     "shifted_window_attention",
