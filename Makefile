@@ -9,12 +9,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap demo test bench lint serve clean
+.PHONY: help bootstrap demo test bench bench-quick lint serve clean
 
 help:
 	@echo "make demo   - bootstrap, then train the built-in task end to end and print a summary"
 	@echo "make test   - bootstrap, then run every package's tests"
-	@echo "make bench  - bootstrap, then run the benchmarks (bench/results/*.json)"
+	@echo "make bench  - bootstrap, then run the benchmarks (bench/results/*.json; restoration trains ~30 min)"
 	@echo "make lint   - ruff + mypy on shared_attention"
 
 $(TOOLS)/bin/poetry:
@@ -28,15 +28,38 @@ $(STAMP): $(TOOLS)/bin/poetry poetry.lock pyproject.toml shared_attention/pyproj
 
 bootstrap: $(STAMP)
 
+# DEMO_BUDGET=tiny shrinks every training to seconds (CI smoke runs); the default is what a new user runs.
+DEMO_BUDGET ?= default
+ifeq ($(DEMO_BUDGET),tiny)
+TOY_ARGS := train.max_steps=30 train.eval_every=30
+SR_ARGS := train.max_steps=10 train.eval_every=10 data.max_val_images=2 sample_images=1
+else
+TOY_ARGS :=
+SR_ARGS := train.max_minutes=8
+endif
+DEMO_RUNS := runs/demo
+
 demo: $(STAMP)
-	rm -rf runs/demo/toy-pointer
-	$(VENV)/bin/shared-attention demo train.run_dir=runs/demo/toy-pointer
+	rm -rf $(DEMO_RUNS)
+	@echo "== engine: built-in toy task =="
+	$(VENV)/bin/shared-attention demo train.run_dir=$(DEMO_RUNS)/toy-pointer $(TOY_ARGS)
+	@echo "== restoration: HAT on the offline sr-sample set (x2) =="
+	$(VENV)/bin/sr-sample data/sr-sample
+	$(VENV)/bin/sa-restoration train --config cpu-x2 train.run_dir=$(DEMO_RUNS)/restoration train.progress=false $(SR_ARGS)
+	$(VENV)/bin/sa-restoration evaluate --run $(DEMO_RUNS)/restoration
+	$(VENV)/bin/sa-restoration predict data/sr-sample/test/LRbicx2/chelsea.png $(DEMO_RUNS)/restoration/chelsea_x2.png --run $(DEMO_RUNS)/restoration
+	@echo "side-by-sides (bicubic | model | ground truth): $(DEMO_RUNS)/restoration/samples/"
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/attention.py
+	$(PY) bench/restoration.py
+
+bench-quick: $(STAMP)
+	$(PY) bench/attention.py --quick
+	$(PY) bench/restoration.py --skip-quality --repeat 1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check shared_attention

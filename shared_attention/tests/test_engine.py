@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from shared_attention.engine import (
-    LRSchedule, ModelEMA, ScheduleConfig, TrainConfig, fit, load_config, load_weights,
+    LRSchedule,
+    ModelEMA,
+    ScheduleConfig,
+    TrainConfig,
+    fit,
+    load_config,
+    load_weights,
 )
 from shared_attention.engine.checkpoint import list_checkpoints
 from shared_attention.serving import InputError, Predictor

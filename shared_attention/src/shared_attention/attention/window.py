@@ -234,6 +234,7 @@ def shifted_window_mask(
     shift_size: Size2,
     device: torch.device | str | None = None,
     fill: float = -100.0,
+    cached: bool = True,
 ) -> Tensor:
     """Attention mask for shifted-window attention (Swin sec. 3.2, "efficient batch computation").
 
@@ -251,6 +252,7 @@ def shifted_window_mask(
         device: Device of the mask (default CPU).
         fill: Additive value for cross-region pairs; ``-100.0`` as in the official Swin / HAT code
             (use ``float("-inf")`` for exact masking).
+        cached: ``False`` builds a fresh tensor (benchmarks of the uncached path, callers that mutate it).
 
     Returns:
         Float32 mask ``(nW, wh*ww, wh*ww)`` with ``0`` for same-region pairs and ``fill`` otherwise.
@@ -266,7 +268,8 @@ def shifted_window_mask(
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
-    return _shifted_window_mask_cached(H, W, ws, ss, float(fill), dev)
+    build = _shifted_window_mask_cached if cached else _shifted_window_mask_cached.__wrapped__
+    return build(H, W, ws, ss, float(fill), dev)
 
 
 class WindowAttention(nn.Module):

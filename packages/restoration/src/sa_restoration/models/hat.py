@@ -63,7 +63,6 @@ from shared_attention.attention import (
     window_partition,
     window_reverse,
 )
-from shared_attention.attention.window import _shifted_window_mask_cached
 from shared_attention.layers import DropPath, Mlp
 
 __all__ = ["CAB", "HAB", "HAT", "HAT_VARIANTS", "RHAG", "AttenBlocks", "PatchEmbed", "Upsample", "build_hat"]
@@ -88,10 +87,7 @@ def shift_mask(H: int, W: int, window_size: int, shift_size: int, device: torch.
     Returns:
         Float32 mask ``(nW, ws*ws, ws*ws)``.
     """
-    if cached:
-        return shifted_window_mask(H, W, window_size, shift_size, device=device, fill=MASK_FILL)
-    builder = _shifted_window_mask_cached.__wrapped__  # the core's builder without its lru_cache
-    return builder(H, W, (window_size, window_size), (shift_size, shift_size), MASK_FILL, device)
+    return shifted_window_mask(H, W, window_size, shift_size, device=device, fill=MASK_FILL, cached=cached)
 
 
 class CAB(nn.Module):
