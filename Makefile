@@ -15,7 +15,7 @@ help:
 	@echo "make demo   - bootstrap, then train the built-in task end to end and print a summary"
 	@echo "make test   - bootstrap, then run every package's tests"
 	@echo "make bench  - bootstrap, then run the benchmarks (bench/results/*.json; restoration trains ~30 min)"
-	@echo "make lint   - ruff + mypy on shared_attention"
+	@echo "make lint   - ruff + mypy on the core and the packages"
 
 $(TOOLS)/bin/poetry:
 	$(PYTHON) -m venv $(TOOLS)
@@ -62,8 +62,8 @@ bench-quick: $(STAMP)
 	$(PY) bench/restoration.py --skip-quality --repeat 1
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check shared_attention
-	$(VENV)/bin/mypy shared_attention/src/shared_attention
+	$(VENV)/bin/ruff check shared_attention packages tests bench datasets
+	$(VENV)/bin/mypy shared_attention/src/shared_attention $(wildcard packages/*/src/sa_*)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -5,18 +5,19 @@ import json
 import numpy as np
 import pytest
 import torch
-from skimage import data as skdata
-
 from sa_restoration.cli import main as cli_main
 from sa_restoration.config import load_sr_config
 from sa_restoration.imageio import read_image, write_png
 from sa_restoration.predictor import SRPredictor, self_ensemble
 from sa_restoration.resize import imresize
 from sa_restoration.task import SRTask, score_pair
+from skimage import data as skdata
+
 from shared_attention.engine import fit
 from shared_attention.serving import InputError
 
-TINY = "model.overrides={embed_dim: 12, depths: [1], num_heads: [2], window_size: 4, compress_ratio: 3, squeeze_factor: 4}"
+TINY = ("model.overrides={embed_dim: 12, depths: [1], num_heads: [2], window_size: 4, compress_ratio: 3, "
+        "squeeze_factor: 4}")
 
 
 @pytest.fixture(scope="module")

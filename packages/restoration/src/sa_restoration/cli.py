@@ -64,8 +64,8 @@ def evaluate_folder(pred: Any, gt_dir: str | Path, lq_dir: str | Path, save_dir:
     rows = []
     for i in tqdm(range(len(ds)), disable=not progress, desc="evaluate"):
         item = ds[i]
-        lq = to_numpy_image(item["lq"])
-        gt = to_numpy_image(item["gt"])
+        lq = to_numpy_image(item["lq"])  # type: ignore[arg-type]
+        gt = to_numpy_image(item["gt"])  # type: ignore[arg-type]
         sr = to_numpy_image(pred.predict(pred.preprocess(lq))[0])
         bic = np.clip(bicubic_upscale(lq, s), 0, 1)
         (p, q), (bp, bq) = score_pair(sr, gt, s), score_pair(bic, gt, s)

@@ -58,6 +58,7 @@ class SRPredictor(PredictorBase):
         max_pixels: refuse larger inputs (decompression bombs / memory).
     """
 
+    model: nn.Module
     domain: ClassVar[str] = "restoration"
     io_spec: ClassVar[IOSpec] = IOSpec(
         inputs=(FieldSpec("image", "image", ("image/png", "image/jpeg", "image/bmp", "image/tiff", "image/webp"),

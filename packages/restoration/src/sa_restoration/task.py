@@ -135,7 +135,7 @@ class SRTask(TaskHooks):
         was = model.training
         model.eval()
         device = next(model.parameters()).device
-        for i in range(min(self.cfg.sample_images, len(val))):  # type: ignore[arg-type]
+        for i in range(min(self.cfg.sample_images, len(val))):
             item = val[i]
             lq = item["lq"][None].to(device)
             sr = to_numpy_image(model(lq)[0])
