@@ -379,6 +379,7 @@ def shifted_window_attention(
     window_size: Size2 | None = None,
     shift_size: Size2 = 0,
     fill: float = -100.0,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """(Shifted) window attention on a feature map, Swin sec. 3.2.
 
@@ -396,6 +397,8 @@ def shifted_window_attention(
         shift_size: Shift ``s`` or ``(sh, sw)``, ``0 <= s < window``; Swin uses ``window // 2`` on
             every other block.
         fill: Mask value for cross-region pairs (official code: ``-100.0``).
+        mask: A precomputed shift mask ``(nW, N, N)`` to use instead of the cached one (ignored when
+            not shifted), e.g. one mask shared by all blocks of a model or a freshly built one.
 
     Returns:
         ``(B, H, W, C)``.
@@ -412,7 +415,8 @@ def shifted_window_attention(
     shifted = sh > 0 or sw > 0
     if shifted:
         x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))  # (B, H, W, C)
-        mask: Tensor | None = shifted_window_mask(H, W, ws, (sh, sw), device=x.device, fill=fill)
+        if mask is None:
+            mask = shifted_window_mask(H, W, ws, (sh, sw), device=x.device, fill=fill)
     else:
         mask = None
     windows = window_partition(x, ws)  # (B*nW, N, C)

@@ -5,8 +5,9 @@ only wires mechanisms of :mod:`shared_attention`; no attention math lives here:
 
 * HAB (hybrid attention block, sec. 3.2): ``x + WA(LN(x)) + conv_scale * CAB(LN(x))`` then
   ``x + MLP(LN(x))``. ``WA`` is the core :class:`~shared_attention.attention.WindowAttention`
-  (relative position bias, shift alternating ``0`` / ``window_size // 2`` with ``torch.roll`` and
-  :func:`~shared_attention.attention.window_partition` / ``window_reverse``); CAB is
+  (relative position bias) applied by the core's
+  :func:`~shared_attention.attention.shifted_window_attention` (cyclic shift alternating ``0`` /
+  ``window_size // 2``, partition, masked attention, reverse); CAB is
   ``conv3x3(C -> C / compress_ratio) -> GELU -> conv3x3(-> C) ->`` core
   :class:`~shared_attention.attention.ChannelAttention`, computed from the *normed* block input.
 * OCAB (sec. 3.3): the core :class:`~shared_attention.attention.OverlappingCrossAttention`.
@@ -59,9 +60,8 @@ from shared_attention.attention import (
     WindowAttention,
     overlap_window_size,
     relative_position_index,
+    shifted_window_attention,
     shifted_window_mask,
-    window_partition,
-    window_reverse,
 )
 from shared_attention.layers import DropPath, Mlp
 
@@ -192,14 +192,7 @@ class HAB(nn.Module):
         x = self.norm1(x)  # (B, L, C)
         conv_x = self.conv_block(x.transpose(1, 2).reshape(B, C, H, W))  # (B, C, H, W)
         conv_x = conv_x.flatten(2).transpose(1, 2)  # (B, L, C)
-        xs = x.view(B, H, W, C)  # (B, H, W, C)
-        if s > 0:
-            xs = torch.roll(xs, shifts=(-s, -s), dims=(1, 2))
-        windows = window_partition(xs, ws)  # (B*nW, M*M, C)
-        windows = self.attn(windows, mask=attn_mask if s > 0 else None)  # (B*nW, M*M, C)
-        xs = window_reverse(windows, ws, H, W)  # (B, H, W, C)
-        if s > 0:
-            xs = torch.roll(xs, shifts=(s, s), dims=(1, 2))
+        xs = shifted_window_attention(x.view(B, H, W, C), self.attn, ws, s, MASK_FILL, attn_mask)  # (B, H, W, C)
         attn_x = xs.reshape(B, L, C)
         x = shortcut + self.drop_path(attn_x) + conv_x * self.conv_scale  # (B, L, C)
         return x + self.drop_path(self.mlp(self.norm2(x)))  # (B, L, C)
