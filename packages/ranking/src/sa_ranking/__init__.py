@@ -1,3 +1,4 @@
-"""sa-ranking: Hiformer ranking on torchrec and the shared attention core: heterogeneous feature interactions, pruned serving."""
+"""sa-ranking: Hiformer ranking on torchrec and the shared attention core (heterogeneous feature interactions,
+pruned serving)."""
 
 __version__ = "0.1.0"

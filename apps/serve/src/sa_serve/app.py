@@ -1,0 +1,655 @@
+"""The FastAPI application: one ``/v1/<domain>/predict`` route per served model, health probes, info, web page.
+
+Request life (every step answers a 4xx/5xx with a ``{"detail": message}`` body and the server keeps serving):
+
+1. ``Authorization: Bearer <token>`` when a token is configured (every ``/v1`` route; 401 otherwise).
+2. Admission to the model's bounded queue (503 + ``Retry-After`` when full).
+3. The body is read as it streams in and refused with 413 as soon as it passes the route's cap (a larger
+   ``Content-Length`` is refused before reading). Multipart uploads (field ``file`` or the input's name) and raw
+   bodies are both accepted.
+4. Content sniffing by magic bytes (415 on a wrong type, whatever the file name or ``Content-Type`` claim);
+   header-only checks: image pixel limits (decompression bombs), truncated PNG/JPEG, WAV sample rate / channels /
+   NaN samples, NIfTI voxel limits; JSON without NaN/Infinity (422).
+5. ``preprocess`` in a worker thread (``InputError`` -> 422), the micro-batching queue runs ``predict`` in the
+   model's worker thread, ``postprocess`` in a worker thread; the whole request is bounded by a timeout (504).
+
+Responses: a predictor returning ``bytes`` is sent as is with its sniffed media type (restoration: PNG); a dict
+is sent as JSON where every ``bytes`` value (or list of them) becomes a base64 string under the same key
+(anomaly ``heatmap_png``, medseg ``labels_nifti`` / ``labels_png`` / ``overlay_png``, speechsep
+``sources_wav``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from . import __version__
+from .batching import ModelWorker, QueueFullError
+from .registry import ModelSource, discover
+from .uploads import UploadError, check_audio, check_image, check_volume, parse_json, sniff
+
+__all__ = ["Limits", "ServeSettings", "create_app", "create_app_from_env", "SETTINGS_ENV", "TOKEN_ENV"]
+
+logger = logging.getLogger("sa_serve")
+
+SETTINGS_ENV = "SA_SERVE_SETTINGS"
+TOKEN_ENV = "SA_SERVE_TOKEN"
+STATIC_DIR = Path(__file__).parent / "static"
+MiB = 1024 * 1024
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/tiff", "image/webp", "image/gif")
+VOLUME_TYPES = ("application/gzip", "application/x-nifti", "image/png")
+# what predictors may declare for NIfTI -> what sniff() reports (raw .nii has no MIME type of its own)
+_VOLUME_ALIASES = {
+    "application/octet-stream": "application/x-nifti",
+    "application/x-nifti-gz": "application/gzip",
+    "application/x-gzip": "application/gzip",
+    "application/nifti": "application/x-nifti",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upload caps and content limits (per input kind, with per-domain overrides of the byte cap).
+
+    Attributes:
+        max_bytes: body cap per input kind (bytes), enforced while streaming.
+        max_bytes_domain: per-domain overrides of ``max_bytes``.
+        max_pixels: image pixel cap (the predictor's own ``max_pixels`` constraint wins when smaller).
+        max_voxels: volume voxel cap. max_inflated_bytes: gzip'd NIfTI inflation cap.
+        max_audio_seconds: audio length cap (the predictor's ``max_seconds`` wins when smaller).
+        max_json_rows: most list rows in one JSON request (ranking candidates).
+    """
+
+    max_bytes: Mapping[str, int] = field(
+        default_factory=lambda: {
+            "image": 16 * MiB,
+            "audio": 32 * MiB,
+            "volume": 256 * MiB,
+            "json": 2 * MiB,
+            "text": 1 * MiB,
+            "tensor": 16 * MiB,
+        }
+    )
+    max_bytes_domain: Mapping[str, int] = field(default_factory=dict)
+    max_pixels: int = 16_000_000
+    max_voxels: int = 64_000_000
+    max_inflated_bytes: int = 1024 * MiB
+    max_audio_seconds: float = 600.0
+    max_json_rows: int = 10_000
+
+    def cap(self, domain: str, kind: str) -> int:
+        """The byte cap of ``domain``'s route."""
+        return int(self.max_bytes_domain.get(domain, self.max_bytes.get(kind, 16 * MiB)))
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything the app needs (serialisable to JSON for ``--workers N``).
+
+    Attributes:
+        sources: the models to load. token: bearer token for ``/v1`` routes (None: open).
+        max_batch: requests merged per ``predict`` call (1: no micro-batching). max_wait_ms: batching window.
+        queue_size: requests admitted per model at once (more get 503). threads: predict threads per model.
+        timeout_s: per-request deadline (body read, preprocessing, queue, inference). warmup: run one synthetic
+        request per model in the lifespan. device: torch device. limits: see :class:`Limits`.
+        batch_domains: domains that micro-batch (None: all). torch_threads: ``torch.set_num_threads`` (0: keep).
+    """
+
+    sources: tuple[ModelSource, ...] = ()
+    token: str | None = None
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    queue_size: int = 128
+    threads: int = 1
+    timeout_s: float = 60.0
+    warmup: bool = True
+    device: str = "cpu"
+    limits: Limits = field(default_factory=Limits)
+    batch_domains: tuple[str, ...] | None = None  # None: batch every domain
+    torch_threads: int = 0  # 0: leave torch's default
+
+    def to_json(self) -> str:
+        """JSON for the environment of uvicorn worker processes (the token travels separately)."""
+        d = asdict(replace(self, sources=(), token=None))
+        d["sources"] = [s.to_json() for s in self.sources]
+        return json.dumps(d)
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeSettings:
+        """Inverse of :meth:`to_json`."""
+        d = json.loads(text)
+        d["sources"] = tuple(ModelSource.from_json(s) for s in d.get("sources", ()))
+        d["limits"] = Limits(**d.get("limits", {}))
+        if d.get("batch_domains") is not None:
+            d["batch_domains"] = tuple(d["batch_domains"])
+        return cls(**d)
+
+
+@dataclass
+class Served:
+    """One loaded model: predictor, worker, warm-up result."""
+
+    source: ModelSource
+    predictor: Any = None
+    worker: ModelWorker | None = None
+    state: str = "loading"  # loading | ready | failed
+    warmed: bool = False
+    warmup_note: str = ""
+    load_seconds: float = 0.0
+    error: str = ""
+
+    @property
+    def input_spec(self) -> Any:
+        """The first input field of the predictor's I/O spec (or None)."""
+        spec = getattr(self.predictor, "io_spec", None)
+        return spec.inputs[0] if spec is not None and spec.inputs else None
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _jsonable(obj: Any) -> Any:
+    """Makes predictor output / info JSON-ready: bytes -> base64, arrays -> lists, non-finite floats -> None."""
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(obj)).decode("ascii")
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, str | int | bool) or obj is None:
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    tolist = getattr(obj, "tolist", None)  # numpy / torch
+    if callable(tolist):
+        return _jsonable(tolist())
+    return str(obj)
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> HTTPException:
+    return HTTPException(status_code=status, detail=message, headers=dict(headers) if headers else None)
+
+
+def _png_bytes(width: int, height: int) -> bytes:
+    """A small RGB gradient PNG (warm-up input), encoded with zlib only."""
+    import struct
+    import zlib
+
+    rows = b"".join(
+        b"\x00" + bytes(v for x in range(width) for v in ((x * 7 + y * 3) % 256, (x * 5) % 256, (y * 11) % 256))
+        for y in range(height)
+    )
+
+    def chunk(t: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + t + body + struct.pack(">I", zlib.crc32(t + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def _wav_bytes(sample_rate: int, seconds: float, channels: int = 1) -> bytes:
+    """A quiet two-tone 16-bit PCM WAV (warm-up input)."""
+    import io
+    import wave
+
+    import numpy as np
+
+    t = np.arange(int(sample_rate * seconds)) / sample_rate
+    x = 0.1 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 330 * t)
+    pcm = (np.repeat(x[:, None], channels, axis=1) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def _warmup(served: Served) -> None:
+    pred = served.predictor
+    if hasattr(pred, "warmup"):
+        pred.warmup()
+        served.warmed, served.warmup_note = True, "predictor.warmup()"
+        return
+    spec = served.input_spec
+    kind = getattr(spec, "kind", None)
+    constraints = dict(getattr(spec, "constraints", {}) or {})
+    if kind == "image":
+        raw: Any = _png_bytes(32, 32)
+    elif kind == "audio":
+        raw = _wav_bytes(int(constraints.get("sample_rate", 16000)), 1.0, int(constraints.get("channels", 1)))
+    else:
+        served.warmup_note = f"no synthetic {kind} input; the first request warms the model"
+        return
+    pred.postprocess(pred.predict(pred.preprocess(raw)))
+    served.warmed, served.warmup_note = True, f"one synthetic {kind} request"
+
+
+def _load(served: Served, settings: ServeSettings) -> None:
+    t0 = time.perf_counter()
+    served.predictor = served.source.load(settings.device)
+    domain = served.source.domain
+    batching = settings.batch_domains is None or domain in settings.batch_domains
+    constraints = dict(getattr(served.input_spec, "constraints", {}) or {})
+    max_rows = int(constraints.get("max_candidates", constraints.get("max_rows", 0)) or 0)
+    served.worker = ModelWorker(
+        domain,
+        served.predictor,
+        max_batch=settings.max_batch if batching else 1,
+        max_wait_s=settings.max_wait_ms / 1000.0,
+        capacity=settings.queue_size,
+        threads=settings.threads,
+        max_rows=max_rows,
+    )
+    if settings.warmup:
+        try:
+            _warmup(served)
+        except Exception as exc:  # noqa: BLE001 - reported in /v1/info and /readyz
+            served.warmup_note = f"warm-up failed: {exc}"
+            logger.warning("%s: warm-up failed: %s", domain, exc)
+    served.load_seconds = time.perf_counter() - t0
+    served.state = "ready"
+    logger.info("%s: loaded from %s in %.1f s", domain, served.source.describe(), served.load_seconds)
+
+
+# ------------------------------------------------------------------------------------------ the request
+
+
+async def _read_body(request: Request, cap: int, timeout_s: float) -> bytes:
+    """The request body, refused with 413 as soon as it grows past ``cap`` bytes (nothing more is read)."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise _error(400, f"invalid Content-Length header {length!r}") from None
+        if declared > cap:
+            raise _error(413, f"upload of {declared:,} bytes is over this route's limit of {cap:,} bytes")
+    buf = bytearray()
+
+    async def pull() -> None:
+        async for chunk in request.stream():
+            buf.extend(chunk)
+            if len(buf) > cap:
+                raise _error(413, f"upload is over this route's limit of {cap:,} bytes (stopped reading)")
+
+    try:
+        await asyncio.wait_for(pull(), timeout_s)
+    except TimeoutError:
+        raise _error(408, f"the upload did not arrive within {timeout_s:g} s") from None
+    if not buf:
+        raise _error(400, "empty request body: send the input as the body or as a multipart field 'file'")
+    return bytes(buf)
+
+
+async def _extract_upload(request: Request, body: bytes, field_name: str) -> bytes:
+    """The uploaded file's bytes: the multipart field ``field_name`` / ``file`` / the only file, or the raw body."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("multipart/form-data"):
+        return body
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=4, max_fields=16)
+    except Exception as exc:  # noqa: BLE001 - malformed multipart
+        raise _error(400, f"malformed multipart body: {exc}") from exc
+    try:
+        for key in (field_name, "file"):
+            item = form.get(key)
+            if item is not None and not isinstance(item, str):
+                return await item.read()
+            if isinstance(item, str):
+                return item.encode("utf-8")
+        files = [v for _, v in form.multi_items() if not isinstance(v, str)]
+        if len(files) == 1:
+            return await files[0].read()
+        raise _error(400, f"multipart body has no file field {field_name!r} (or 'file'); fields: {list(form.keys())}")
+    finally:
+        await form.close()
+
+
+def _check_content(data: bytes, spec: Any, limits: Limits) -> tuple[str, Any]:
+    """Sniffs and header-checks ``data`` for the input ``spec``; returns (media type, raw input for preprocess)."""
+    kind = getattr(spec, "kind", "image")
+    constraints = dict(getattr(spec, "constraints", {}) or {})
+    media = sniff(data)
+    if kind == "json":
+        if media != "application/json":
+            raise UploadError(f"expected a JSON body, but the upload looks like {media or 'unknown binary data'}", 415)
+        try:
+            return media, parse_json(data)
+        except UploadError:
+            lines = [ln for ln in data.split(b"\n") if ln.strip()]
+            if "application/x-ndjson" not in getattr(spec, "media_types", ()) or len(lines) < 2:
+                raise
+        rows = []  # NDJSON: one JSON value per line; errors name the line
+        for i, line in enumerate(lines, 1):
+            try:
+                rows.append(parse_json(line))
+            except UploadError as exc:
+                raise UploadError(f"NDJSON line {i}: {exc}", exc.status) from None
+        return "application/x-ndjson", rows
+    accepted = tuple(getattr(spec, "media_types", ()) or ())
+    if kind == "image":
+        allowed = accepted or IMAGE_TYPES
+    elif kind == "audio":
+        allowed = accepted or ("audio/wav",)
+    elif kind == "volume":
+        allowed = tuple(_VOLUME_ALIASES.get(a, a) for a in accepted) if accepted else VOLUME_TYPES
+    else:
+        allowed = accepted
+    allowed = tuple(dict.fromkeys("audio/wav" if a in ("audio/x-wav", "audio/wave") else a for a in allowed))
+    if "application/gzip" in allowed and "application/x-nifti" not in allowed and kind == "volume":
+        allowed += ("application/x-nifti",)  # a .nii.gz predictor reads the uncompressed .nii too
+    if allowed and media not in allowed:
+        raise UploadError(
+            f"unsupported content: the upload looks like {media or 'unknown data'} (checked by its bytes, "
+            f"not its name); this route accepts {', '.join(allowed)}",
+            415,
+        )
+    if media and media.startswith("image/"):
+        max_pixels = min(limits.max_pixels, int(constraints.get("max_pixels", limits.max_pixels)))
+        check_image(data, media, max_pixels)
+    elif media == "audio/wav":
+        c = dict(constraints)
+        c["max_seconds"] = min(float(c.get("max_seconds", limits.max_audio_seconds)), limits.max_audio_seconds)
+        check_audio(data, c)
+    elif media in ("application/gzip", "application/x-nifti"):
+        max_voxels = min(limits.max_voxels, int(constraints.get("max_voxels", limits.max_voxels)))
+        check_volume(data, media, max_voxels, limits.max_inflated_bytes)
+    return media or "application/octet-stream", data
+
+
+def _respond(result: Any) -> Response:
+    if isinstance(result, bytes | bytearray | memoryview):
+        data = bytes(result)
+        media = sniff(data) or "application/octet-stream"
+        return Response(content=data, media_type=media)
+    if isinstance(result, Response):
+        return result
+    return JSONResponse(_jsonable(result))
+
+
+def _request_body_doc(kind: str) -> dict[str, Any]:
+    if kind == "json":
+        return {"requestBody": {"required": True, "content": {"application/json": {"schema": {}}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                },
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    }
+
+
+# --------------------------------------------------------------------------------------------- the app
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """Builds the app; models are loaded (and warmed) by the lifespan handler, i.e. when the server starts."""
+    from shared_attention.serving import InputError
+
+    token = settings.token
+    served: dict[str, Served] = {}
+    for s in settings.sources:
+        if s.domain in served:
+            raise ValueError(f"domain {s.domain!r} is given twice")
+        if not s.domain.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"domain name {s.domain!r} must be alphanumeric (it becomes a URL path)")
+        served[s.domain] = Served(s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        try:
+            for sv in served.values():
+                try:
+                    await run_in_threadpool(_load, sv, settings)
+                except Exception as exc:
+                    sv.state, sv.error = "failed", f"{type(exc).__name__}: {exc}"
+                    raise RuntimeError(f"cannot load {sv.source.domain} from {sv.source.describe()}: {exc}") from exc
+            app.state.ready = True
+            yield
+        finally:
+            app.state.ready = False
+            for sv in served.values():
+                if sv.worker is not None:
+                    sv.worker.close()
+
+    app = FastAPI(
+        title="sa-serve",
+        version=__version__,
+        lifespan=lifespan,
+        description="Shared-attention models behind one API. Every /v1 route needs `Authorization: Bearer <token>` "
+        'when the server was started with a token. Errors come back as `{"detail": message}`.',
+    )
+    app.state.ready = False
+    app.state.served = served
+    app.state.settings = settings
+
+    async def require_token(request: Request) -> None:
+        if token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if not header:
+            raise _error(
+                401, "missing bearer token: send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"}
+            )
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise _error(401, "invalid bearer token", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Readiness: every model is loaded (and warmed where a synthetic input exists)."""
+        models = {d: {"state": s.state, "warmed": s.warmed} for d, s in served.items()}
+        ok = bool(app.state.ready) and all(s.state == "ready" for s in served.values())
+        return JSONResponse({"ready": ok, "models": models}, status_code=200 if ok else 503)
+
+    @v1.get("/info", tags=["info"])
+    async def info() -> JSONResponse:
+        """Served models (versions, checkpoint hashes, I/O specs, limits, batching counters)."""
+        models: dict[str, Any] = {}
+        for d, s in served.items():
+            entry: dict[str, Any] = {
+                "state": s.state,
+                "source": s.source.describe(),
+                "warmed": s.warmed,
+                "warmup": s.warmup_note,
+                "load_seconds": round(s.load_seconds, 3),
+            }
+            if s.error:
+                entry["error"] = s.error
+            if s.predictor is not None:
+                try:
+                    entry.update(s.predictor.info())
+                except Exception as exc:  # noqa: BLE001 - a broken info() must not break /v1/info
+                    entry["info_error"] = str(exc)
+                spec = s.input_spec
+                kind = getattr(spec, "kind", "image")
+                entry["route"] = f"/v1/{d}/predict"
+                entry["limits"] = {"max_upload_bytes": settings.limits.cap(d, kind)}
+            if s.worker is not None:
+                entry["batching"] = {
+                    "max_batch": s.worker.max_batch,
+                    "max_wait_ms": settings.max_wait_ms,
+                    "capacity": s.worker.capacity,
+                    "in_flight": s.worker.in_flight,
+                    **s.worker.stats.to_dict(),
+                }
+            models[d] = entry
+        return JSONResponse(
+            _jsonable(
+                {
+                    "server": {
+                        "name": "sa-serve",
+                        "version": __version__,
+                        "auth": token is not None,
+                        "timeout_s": settings.timeout_s,
+                        "pid": os.getpid(),
+                    },
+                    "installed": discover(),
+                    "models": models,
+                }
+            )
+        )
+
+    async def handle(domain: str, request: Request) -> Response:
+        sv = served[domain]
+        if sv.state != "ready" or sv.worker is None:
+            raise _error(503, f"{domain}: model is {sv.state}", {"Retry-After": "5"})
+        worker = sv.worker
+        try:
+            worker.acquire()
+        except QueueFullError as exc:
+            raise _error(503, str(exc), {"Retry-After": str(exc.retry_after)}) from None
+        try:
+            return await asyncio.wait_for(_serve_one(sv, request), settings.timeout_s)
+        except TimeoutError:
+            raise _error(504, f"{domain}: no answer within the request timeout of {settings.timeout_s:g} s") from None
+        finally:
+            worker.release()
+
+    async def _serve_one(sv: Served, request: Request) -> Response:
+        domain, pred, worker = sv.source.domain, sv.predictor, sv.worker
+        assert worker is not None
+        spec = sv.input_spec
+        kind = getattr(spec, "kind", "image")
+        body = await _read_body(request, settings.limits.cap(domain, kind), settings.timeout_s)
+        data = await _extract_upload(request, body, getattr(spec, "name", "file"))
+        try:
+            _, raw = _check_content(data, spec, settings.limits)
+        except UploadError as exc:
+            raise _error(exc.status, f"{domain}: {exc}") from None
+        list_rows = _as_rows(domain, raw)
+        fut: Any
+        try:
+            if list_rows is not None:
+                if not list_rows:
+                    raise InputError("the candidate list is empty", "candidates")
+                if len(list_rows) > settings.limits.max_json_rows:
+                    raise _error(
+                        413,
+                        f"{domain}: {len(list_rows):,} rows; the limit is "
+                        f"{settings.limits.max_json_rows:,} per request",
+                    )
+                fut = worker.submit_list(list_rows)
+            else:
+                batch = await run_in_threadpool(pred.preprocess, raw)
+                fut = worker.submit_tensor(batch)
+            try:
+                done, value = await asyncio.wrap_future(fut)
+            finally:
+                fut.cancel()  # a timed-out request leaves the queue (no-op once running or done)
+            result = value if done else await run_in_threadpool(pred.postprocess, value)
+        except InputError as exc:
+            raise _error(422, f"{domain}: {exc}") from None
+        return _respond(result)
+
+    def _as_rows(domain: str, raw: Any) -> list[Any] | None:
+        """Ranking-style bodies: a JSON list of rows (or {"candidates": [...]}) is micro-batched as a list."""
+        if isinstance(raw, list):
+            return raw
+        if domain == "ranking" and isinstance(raw, Mapping) and set(raw) == {"candidates"}:
+            cand = raw["candidates"]
+            if not isinstance(cand, list):
+                raise _error(422, "ranking: 'candidates' must be a list of objects")
+            return cand
+        return None
+
+    def make_route(domain: str) -> Any:
+        async def predict(request: Request) -> Response:
+            return await handle(domain, request)
+
+        predict.__name__ = f"predict_{domain}"
+        return predict
+
+    for domain, sv in served.items():
+        kind = "json" if domain in ("ranking", "toy") else "binary"
+        v1.add_api_route(
+            f"/{domain}/predict",
+            make_route(domain),
+            methods=["POST"],
+            tags=[domain],
+            summary=f"{domain}: {sv.source.describe()}",
+            openapi_extra=_request_body_doc(kind),
+            response_class=Response,
+        )
+
+    @v1.post("/{domain}/predict", tags=["info"], include_in_schema=False)
+    async def unknown(domain: str) -> None:
+        raise _error(404, f"domain {domain!r} is not served here; served: {sorted(served)}")
+
+    app.include_router(v1)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s", request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """App factory for ``uvicorn --factory`` worker processes: settings from ``$SA_SERVE_SETTINGS``."""
+    text = os.environ.get(SETTINGS_ENV)
+    if not text:
+        raise RuntimeError(f"${SETTINGS_ENV} is not set (start the server with sa-serve)")
+    settings = ServeSettings.from_json(text)
+    return create_app(replace(settings, token=os.environ.get(TOKEN_ENV) or None))

@@ -1,0 +1,371 @@
+"""A bounded, per-model work queue with dynamic micro-batching, run by worker threads (off the event loop).
+
+Requests are *admitted* before any work is done for them (:meth:`ModelWorker.acquire`): when the number of
+requests in the system (preprocessing, queued or running) reaches the bound, the server answers 503 with a
+``Retry-After`` estimate instead of piling work up. Admitted requests are preprocessed in the request's thread,
+then :meth:`ModelWorker.submit` puts them on the queue. A worker thread takes the oldest item and, for up to
+``max_wait_s``, gathers more *compatible* items (up to ``max_batch``):
+
+* ``tensor`` items (a preprocessed tensor, or a dict/tuple of tensors, whose first dim is the batch) are
+  compatible when every non-batch dim, dtype and device match; they are concatenated along dim 0, the predictor
+  runs once, and the output is split back along dim 0 (one slice per request, postprocessed by the request).
+* ``list`` items (ranking: the raw list of candidate rows) are concatenated into one list; the worker runs
+  ``preprocess -> predict -> postprocess`` once and splits every list in the response back by request. If the
+  concatenation is refused (one bad request), each request is retried alone so only the bad one gets the error.
+* Anything else runs alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["BatchStats", "ModelWorker", "QueueFullError", "batch_signature", "collate", "split_output"]
+
+logger = logging.getLogger(__name__)
+
+
+class QueueFullError(Exception):
+    """The model's queue is full; ``retry_after`` is a whole number of seconds to wait."""
+
+    def __init__(self, domain: str, retry_after: int) -> None:
+        super().__init__(f"{domain}: the work queue is full; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+# ------------------------------------------------------------------------------------- collate / split
+
+
+def _tensor_type() -> Any:
+    import torch
+
+    return torch.Tensor
+
+
+def batch_signature(payload: Any) -> tuple[Hashable, int] | None:
+    """(compatibility key, rows) of a preprocessed batch, or None when it cannot be concatenated."""
+    tensor = _tensor_type()
+    if isinstance(payload, tensor):
+        if payload.dim() == 0:
+            return None
+        return ("t", tuple(payload.shape[1:]), str(payload.dtype), str(payload.device)), int(payload.shape[0])
+    if isinstance(payload, Mapping) and payload:
+        parts = []
+        rows: set[int] = set()
+        for k in sorted(payload, key=str):
+            sig = batch_signature(payload[k])
+            if sig is None:
+                return None
+            parts.append((str(k), sig[0]))
+            rows.add(sig[1])
+        return (("d", tuple(parts)), rows.pop()) if len(rows) == 1 else None
+    if isinstance(payload, tuple) and payload:
+        sigs = [batch_signature(v) for v in payload]
+        keys, counts = [], set()
+        for sig in sigs:
+            if sig is None:
+                return None
+            keys.append(sig[0])
+            counts.add(sig[1])
+        return (("s", tuple(keys)), counts.pop()) if len(counts) == 1 else None
+    return None
+
+
+def collate(payloads: Sequence[Any]) -> Any:
+    """Concatenates compatible preprocessed batches along dim 0 (tensors, dicts and tuples of tensors)."""
+    import torch
+
+    first = payloads[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(list(payloads), dim=0)
+    if isinstance(first, Mapping):
+        return {k: collate([p[k] for p in payloads]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(collate([p[i] for p in payloads]) for i in range(len(first)))
+    raise TypeError(f"cannot concatenate {type(first).__name__}")
+
+
+def split_output(output: Any, sizes: Sequence[int]) -> list[Any]:
+    """Splits a batched model output along dim 0 into ``len(sizes)`` pieces (the inverse of :func:`collate`)."""
+    import torch
+
+    total = sum(sizes)
+    if isinstance(output, torch.Tensor):
+        if output.dim() == 0 or output.shape[0] != total:
+            raise ValueError(f"output batch dim {tuple(output.shape)[:1]} does not match {total} input rows")
+        return list(output.split(list(sizes), dim=0))
+    if isinstance(output, Mapping):
+        per_key = {k: split_output(v, sizes) for k, v in output.items()}
+        return [{k: per_key[k][i] for k in output} for i in range(len(sizes))]
+    if isinstance(output, tuple | list):
+        parts = [split_output(v, sizes) for v in output]
+        return [type(output)(p[i] for p in parts) for i in range(len(sizes))]
+    raise TypeError(f"cannot split a {type(output).__name__} output by request")
+
+
+def split_response(response: Any, sizes: Sequence[int]) -> list[Any]:
+    """Splits a postprocessed list-mode response (``{"scores": [...]}``) back by request."""
+    total = sum(sizes)
+    if isinstance(response, Mapping):
+        per_key: dict[str, list[Any]] = {}
+        for k, v in response.items():
+            if isinstance(v, list) and len(v) == total:
+                per_key[k] = [v[a:b] for a, b in _bounds(sizes)]
+            else:
+                per_key[k] = [v] * len(sizes)  # scalars (e.g. a model name) are shared
+        return [{k: per_key[k][i] for k in response} for i in range(len(sizes))]
+    if isinstance(response, list) and len(response) == total:
+        return [response[a:b] for a, b in _bounds(sizes)]
+    raise ValueError(f"cannot split a {type(response).__name__} response into {len(sizes)} requests")
+
+
+def _bounds(sizes: Sequence[int]) -> Iterator[tuple[int, int]]:
+    start = 0
+    for n in sizes:
+        yield start, start + n
+        start += n
+
+
+# ------------------------------------------------------------------------------------------------ worker
+
+
+@dataclass
+class _Item:
+    mode: str  # "tensor" | "list" | "single"
+    payload: Any
+    rows: int
+    key: Hashable | None
+    future: Future[tuple[bool, Any]] = field(default_factory=Future)
+
+
+@dataclass
+class BatchStats:
+    """Counters published in ``/v1/info``."""
+
+    requests: int = 0
+    batches: int = 0
+    rows: int = 0
+    largest_batch: int = 0
+    rejected_full: int = 0
+    busy_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready counters, with the mean requests per batch."""
+        return {
+            "requests": self.requests,
+            "batches": self.batches,
+            "rows": self.rows,
+            "largest_batch": self.largest_batch,
+            "rejected_full": self.rejected_full,
+            "mean_batch": self.requests / self.batches if self.batches else 0.0,
+            "busy_seconds": round(self.busy_seconds, 3),
+        }
+
+
+class ModelWorker:
+    """Bounded queue + micro-batching worker threads for one predictor.
+
+    Args:
+        domain: name used in messages. predictor: the loaded predictor.
+        max_batch: most requests merged into one ``predict`` call (1 disables batching).
+        max_wait_s: how long the first request of a batch waits for company.
+        capacity: most requests admitted at once (preprocessing + queued + running); more get 503.
+        threads: worker threads calling ``predict`` (a model must tolerate concurrent calls when > 1).
+        max_rows: most rows (first-dim entries, e.g. ranking candidates) in one merged call (0: no limit).
+    """
+
+    def __init__(
+        self,
+        domain: str,
+        predictor: Any,
+        max_batch: int = 32,
+        max_wait_s: float = 0.005,
+        capacity: int = 64,
+        threads: int = 1,
+        max_rows: int = 0,
+    ) -> None:
+        if max_batch < 1 or capacity < 1 or threads < 1 or max_wait_s < 0:
+            raise ValueError("max_batch, capacity and threads must be >= 1 and max_wait_s >= 0")
+        self.domain = domain
+        self.predictor = predictor
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.capacity = capacity
+        self.max_rows = max_rows
+        self.stats = BatchStats()
+        self._queue: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._admitted = 0
+        self._admit_lock = threading.Lock()
+        self._stop = False
+        self._ewma_batch_s = 0.05
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"sa-serve-{domain}-{i}", daemon=True) for i in range(threads)
+        ]
+        for t in self._threads:
+            t.start()
+
+    # -- admission ---------------------------------------------------------------------------------------
+
+    def retry_after(self) -> int:
+        """Seconds until the queue has likely drained enough to admit a request (at least 1)."""
+        batches = math.ceil(max(self._admitted, 1) / self.max_batch) / len(self._threads)
+        return max(1, math.ceil(batches * self._ewma_batch_s))
+
+    def acquire(self) -> None:
+        """Takes one of ``capacity`` slots for a request's whole life; raises :class:`QueueFullError` when none is free.
+
+        Every successful call must be paired with :meth:`release`.
+        """
+        with self._admit_lock:
+            if self._admitted >= self.capacity:
+                self.stats.rejected_full += 1
+                raise QueueFullError(self.domain, self.retry_after())
+            self._admitted += 1
+
+    def release(self) -> None:
+        """Gives back a slot taken by :meth:`acquire`."""
+        with self._admit_lock:
+            self._admitted -= 1
+
+    @property
+    def in_flight(self) -> int:
+        """Requests currently admitted."""
+        return self._admitted
+
+    # -- submission --------------------------------------------------------------------------------------
+
+    def submit_tensor(self, batch: Any) -> Future[tuple[bool, Any]]:
+        """Queues a preprocessed batch; the future gives ``(False, output_slice)`` (not yet postprocessed)."""
+        sig = batch_signature(batch) if self.max_batch > 1 else None
+        item = _Item("tensor" if sig else "single", batch, sig[1] if sig else 1, sig[0] if sig else None)
+        return self._put(item)
+
+    def submit_list(self, rows: list[Any]) -> Future[tuple[bool, Any]]:
+        """Queues a raw list of rows (ranking); the future gives ``(True, response)`` (already postprocessed)."""
+        item = _Item("list", rows, len(rows), ("list",) if self.max_batch > 1 else None)
+        return self._put(item)
+
+    def _put(self, item: _Item) -> Future[tuple[bool, Any]]:
+        with self._cond:
+            if self._stop:
+                raise RuntimeError(f"{self.domain}: the model is shutting down")
+            self._queue.append(item)
+            self._cond.notify()
+        return item.future
+
+    def close(self) -> None:
+        """Stops the worker threads after the items already taken; queued items fail."""
+        with self._cond:
+            self._stop = True
+            pending = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        for it in pending:
+            if it.future.set_running_or_notify_cancel():
+                it.future.set_exception(RuntimeError(f"{self.domain}: server shutting down"))
+        for t in self._threads:
+            t.join(timeout=5)
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    def _take(self) -> list[_Item] | None:
+        with self._cond:
+            while not self._queue and not self._stop:
+                self._cond.wait()
+            if self._stop:
+                return None
+            first = self._queue.popleft()
+            batch = [first]
+            if first.key is None:
+                return batch
+            deadline = time.monotonic() + self.max_wait_s
+            rows = first.rows
+            while len(batch) < self.max_batch:
+                for it in list(self._queue):
+                    if it.key == first.key and (not self.max_rows or rows + it.rows <= self.max_rows):
+                        self._queue.remove(it)
+                        batch.append(it)
+                        rows += it.rows
+                        if len(batch) >= self.max_batch:
+                            break
+                remaining = deadline - time.monotonic()
+                if len(batch) >= self.max_batch or remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            if self._queue:
+                self._cond.notify()  # another worker thread may take the incompatible rest
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            live = [it for it in batch if it.future.set_running_or_notify_cancel()]  # drops timed-out requests
+            if not live:
+                continue
+            t0 = time.perf_counter()
+            try:
+                self._run(live)
+            except BaseException as exc:  # noqa: BLE001 - every waiting request must get an answer
+                for it in live:
+                    if not it.future.done():
+                        it.future.set_exception(exc)
+            dt = time.perf_counter() - t0
+            self._ewma_batch_s = 0.8 * self._ewma_batch_s + 0.2 * dt
+            self.stats.batches += 1
+            self.stats.requests += len(live)
+            self.stats.rows += sum(it.rows for it in live)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(live))
+            self.stats.busy_seconds += dt
+
+    def _run(self, items: list[_Item]) -> None:
+        if items[0].mode == "list":
+            self._run_list(items)
+            return
+        if len(items) == 1:
+            items[0].future.set_result((False, self.predictor.predict(items[0].payload)))
+            return
+        out = self.predictor.predict(collate([it.payload for it in items]))
+        try:
+            parts = split_output(out, [it.rows for it in items])
+        except (TypeError, ValueError) as exc:  # the model's output is not batch-first: run one by one
+            logger.warning("%s: cannot split a batched output (%s); running requests one by one", self.domain, exc)
+            for it in items:
+                it.future.set_result((False, self.predictor.predict(it.payload)))
+            return
+        for it, part in zip(items, parts, strict=True):
+            it.future.set_result((False, part))
+
+    def _run_one_list(self, item: _Item) -> None:
+        try:
+            resp = self.predictor.postprocess(self.predictor.predict(self.predictor.preprocess(item.payload)))
+        except Exception as exc:  # noqa: BLE001 - delivered to the request
+            item.future.set_exception(exc)
+        else:
+            item.future.set_result((True, resp))
+
+    def _run_list(self, items: list[_Item]) -> None:
+        from shared_attention.serving import InputError
+
+        if len(items) == 1:
+            self._run_one_list(items[0])
+            return
+        rows = [r for it in items for r in it.payload]
+        try:
+            batch = self.predictor.preprocess(rows)
+        except InputError:  # someone sent a bad row: find out who by running each alone
+            for it in items:
+                self._run_one_list(it)
+            return
+        resp = self.predictor.postprocess(self.predictor.predict(batch))
+        for it, part in zip(items, split_response(resp, [it.rows for it in items]), strict=True):
+            it.future.set_result((True, part))

@@ -1,0 +1,266 @@
+"""Ranking benchmark (Hiformer on torchrec), measured side by side in one run.
+
+(a) quality: Hiformer vs DCN-v2 vs logistic regression on the rank-sample set (MovieLens-100k from the
+    installed recbole, temporal 80/20 split), each trained for the same number of epochs (``--epochs``,
+    at most ``--minutes`` each) through the same data path and trainer (torchrec DMP, one process);
+    AUC and LogLoss on the test split. Goals: Hiformer >= LR + 0.02 AUC and >= DCN-v2.
+(b) serving: scoring 1,000 candidates for one request with the Hiformer of the quality config, pruned
+    serving path + low-rank composite projections vs full-rank, unpruned; p50 / p99 latency of each and
+    the p50 ratio in the same run (goal >= 2x); plus the max difference pruned vs full on the same weights.
+
+Writes bench/results/ranking.json and the table between the markers in BENCHMARKS.md.
+Usage: python bench/ranking.py [--minutes 10] [--epochs 2] [--skip-quality] [--data data/rank-sample]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "ranking.json"
+DOC = ROOT / "BENCHMARKS.md"
+BEGIN, END = "<!-- ranking:begin -->", "<!-- ranking:end -->"
+ARCHS = (("hiformer", "Hiformer"), ("dcnv2", "DCN-v2"), ("lr", "logistic regression"))
+
+
+def bench_quality(data: Path, epochs: int, minutes: float, runs: Path, threads: int) -> dict[str, Any]:
+    if not (data / "train.csv").is_file():
+        subprocess.run([sys.executable, "-m", "sa_ranking.sample", str(data)], check=True)
+    import shutil
+
+    from sa_ranking.cli import evaluate_run
+
+    out: dict[str, Any] = {"data": str(data), "epochs": epochs, "budget_minutes_per_model": minutes, "models": {}}
+    for arch, name in ARCHS:
+        run_dir = runs / arch
+        shutil.rmtree(run_dir, ignore_errors=True)
+        t0 = time.time()
+        cmd = [
+            sys.executable,
+            "-m",
+            "sa_ranking.cli",
+            "train",
+            "--config",
+            arch,
+            f"train.run_dir={run_dir}",
+            f"train.epochs={epochs}",
+            f"train.max_minutes={minutes}",
+            "train.progress=false",
+            f"train.num_threads={threads}",
+            f"data.schema={data}/schema.json",
+            f"data.train={data}/train.csv",
+            f"data.valid={data}/test.csv",
+        ]
+        print(f"  training {name} ...", flush=True)
+        subprocess.run(cmd, check=True)
+        train_s = time.time() - t0
+        meta = json.loads((run_dir / "metadata.json").read_text())
+        ev = evaluate_run(run_dir)
+        from sa_ranking.predictor import RankingPredictor
+
+        params = sum(p.numel() for p in RankingPredictor.load(run_dir).model.parameters())
+        out["models"][arch] = {
+            "name": name,
+            "auc": ev["auc"],
+            "logloss": ev["logloss"],
+            "rows": ev["rows"],
+            "steps": meta["result"]["step"],
+            "max_steps": meta["result"]["max_steps"],
+            "best_step": meta["result"]["best_step"],
+            "train_minutes": train_s / 60,
+            "parameters": params,
+        }
+    m = out["models"]
+    out["hiformer_minus_lr_auc"] = m["hiformer"]["auc"] - m["lr"]["auc"]
+    out["hiformer_minus_dcnv2_auc"] = m["hiformer"]["auc"] - m["dcnv2"]["auc"]
+    return out
+
+
+def _latencies(fn: Any, repeat: int) -> list[float]:
+    for _ in range(3):
+        fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return ts
+
+
+def bench_serving(data: Path, candidates: int, repeat: int, threads: int) -> dict[str, Any]:
+    from sa_ranking.config import load_ranking_config
+    from sa_ranking.models import Hiformer
+    from sa_ranking.sample import SCHEMA
+    from sa_ranking.schema import Schema
+
+    cfg = load_ranking_config("hiformer").model
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    schema = Schema.from_dict(SCHEMA)
+    rng = np.random.default_rng(0)
+    from sa_ranking.data import TableBuilder
+
+    b = TableBuilder(schema)
+    for _ in range(candidates):  # one request: one user, many items
+        b.add(
+            0.0,
+            [0.3, 0.95],
+            [
+                [7],
+                [int(rng.integers(1, 1683))],
+                [30],
+                [0],
+                [4],
+                [int(rng.integers(2048))],
+                [int(rng.integers(30, 99))],
+                sorted({int(g) for g in rng.integers(0, 19, 2)}),
+            ],
+        )
+    batch = b.build().batch()
+    torch.manual_seed(0)
+    low = Hiformer(schema, cfg).eval()
+    full = Hiformer(schema, replace(cfg, key_rank=None, value_rank=None)).eval()
+    with torch.no_grad():
+        diff = (
+            (
+                low(batch.dense_features, batch.sparse_features, prune=True)
+                - low(batch.dense_features, batch.sparse_features, prune=False)
+            )
+            .abs()
+            .max()
+            .item()
+        )
+
+    def run(model: Hiformer, prune: bool) -> Any:
+        def fn() -> None:
+            with torch.no_grad():
+                model(batch.dense_features, batch.sparse_features, prune=prune)
+
+        return fn
+
+    res: dict[str, Any] = {
+        "candidates": candidates,
+        "repeat": repeat,
+        "tokens": low.num_tokens,
+        "embedding_dim": cfg.embedding_dim,
+        "layers": cfg.num_layers,
+        "key_rank": cfg.key_rank,
+        "value_rank": cfg.value_rank,
+        "pruned_vs_full_max_abs_diff": diff,
+    }
+    variants = {
+        "full_rank_unpruned": run(full, False),
+        "low_rank_pruned": run(low, True),
+        "low_rank_unpruned": run(low, False),
+        "full_rank_pruned": run(full, True),
+    }
+    for name, fn in variants.items():
+        ts = sorted(_latencies(fn, repeat))
+        res[name] = {"p50_ms": 1e3 * ts[len(ts) // 2], "p99_ms": 1e3 * ts[min(len(ts) - 1, int(0.99 * len(ts)))]}
+    torch.set_num_threads(before)
+    res["threads"] = threads
+    res["speedup_p50"] = res["full_rank_unpruned"]["p50_ms"] / res["low_rank_pruned"]["p50_ms"]
+    res["parameters_full_rank"] = sum(p.numel() for p in full.parameters())
+    res["parameters_low_rank"] = sum(p.numel() for p in low.parameters())
+    return res
+
+
+def render(res: dict[str, Any]) -> str:
+    lines = [f"Measured {res['date']} on this machine ({res['threads']} torch threads, torch {res['torch']}).", ""]
+    q = res.get("quality")
+    if q:
+        lines += [
+            f"Quality: rank-sample (MovieLens-100k, label = rating >= 4, temporal 80/20 split, "
+            f"{next(iter(q['models'].values()))['rows']} test rows), {q['epochs']} epochs each "
+            f"(budget {q['budget_minutes_per_model']} min per model), torchrec DMP, weights after the last step "
+            "(no checkpoint selection on the test split):",
+            "",
+            "| model | parameters | steps | train min | AUC | LogLoss |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m in q["models"].values():
+            lines.append(
+                f"| {m['name']} | {m['parameters']:,} | {m['steps']}/{m['max_steps']} | "
+                f"{m['train_minutes']:.1f} | {m['auc']:.4f} | {m['logloss']:.4f} |"
+            )
+        lines += [
+            "",
+            f"Hiformer - LR: **{q['hiformer_minus_lr_auc']:+.4f} AUC** (goal >= +0.02); "
+            f"Hiformer - DCN-v2: **{q['hiformer_minus_dcnv2_auc']:+.4f} AUC** (goal >= 0).",
+            "",
+        ]
+    s = res.get("serving")
+    if s:
+        lines += [
+            f"Serving: one request of {s['candidates']} candidates, Hiformer ({s['tokens']} tokens, d "
+            f"{s['embedding_dim']}, {s['layers']} layers), {s['repeat']} timed calls, {s['threads']} torch thread(s):",
+            "",
+            "| variant | parameters | p50 | p99 |",
+            "|---|---|---|---|",
+            f"| full-rank, unpruned | {s['parameters_full_rank']:,} | {s['full_rank_unpruned']['p50_ms']:.2f} ms "
+            f"| {s['full_rank_unpruned']['p99_ms']:.2f} ms |",
+            f"| full-rank, pruned | {s['parameters_full_rank']:,} | {s['full_rank_pruned']['p50_ms']:.2f} ms "
+            f"| {s['full_rank_pruned']['p99_ms']:.2f} ms |",
+            f"| low-rank (r_k {s['key_rank']}, r_v {s['value_rank']}), unpruned | {s['parameters_low_rank']:,} | "
+            f"{s['low_rank_unpruned']['p50_ms']:.2f} ms | {s['low_rank_unpruned']['p99_ms']:.2f} ms |",
+            f"| low-rank, pruned | {s['parameters_low_rank']:,} | {s['low_rank_pruned']['p50_ms']:.2f} ms "
+            f"| {s['low_rank_pruned']['p99_ms']:.2f} ms |",
+            "",
+            f"Pruned + low-rank vs full-rank unpruned: **{s['speedup_p50']:.2f}x** at p50 (goal >= 2x); "
+            f"pruned vs unpruned scores differ by at most {s['pruned_vs_full_max_abs_diff']:.1e}.",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=10.0, help="training budget per model")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for training (0: default)")
+    ap.add_argument("--candidates", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--serve-threads", type=int, default=1, help="torch threads while timing the serving path")
+    ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--data", default=str(ROOT / "data" / "rank-sample"))
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "bench" / "ranking"))
+    args = ap.parse_args()
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    res: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    if RESULTS.exists():  # keep the other part when only one is re-measured
+        old = json.loads(RESULTS.read_text())
+        res.update({k: v for k, v in old.items() if k == "quality"})
+    print("serving ...", flush=True)
+    res["serving"] = bench_serving(Path(args.data), args.candidates, args.repeat, args.serve_threads)
+    if not args.skip_quality:
+        print(f"quality ({args.epochs} epochs, at most {args.minutes} min per model) ...", flush=True)
+        res["quality"] = bench_quality(Path(args.data), args.epochs, args.minutes, Path(args.runs), args.threads)
+    table = render(res)
+    print(table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if BEGIN not in text:
+        text += f"\n## Ranking (`bench/ranking.py` → `bench/results/ranking.json`)\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Speech separation benchmark (MossFormer), measured side by side in one run.
+
+(a) speed: MossFormer(L) (42.1 M parameters, 2 speakers) forward on 4 s at 8 kHz (1 x 32000), no grad —
+    fast path (one matmul over [V | U] for the quadratic and the linear attention, in-place relu-square and
+    gating, one rotary call for the four query/key streams) vs the naive path (each equation on its own:
+    separate einsums for V and U, explicit relu(.)^2, per-stream padding and rotary). Goal: fast/naive
+    >= 1.25x. Real-time factor = seconds of compute per second of audio.
+(b) quality: the small CPU MossFormer (``cpu-small``) and the Conv-TasNet baseline (``convtasnet-cpu``, about
+    the same parameter count) trained on the offline speech-sample set for the same ``--minutes`` each, SI-SDRi
+    and SDRi on the held-out speaker pair (speaker-disjoint test set); the oracle ideal ratio mask is printed
+    as the ceiling of a mask on a 32 ms STFT. Goal: MossFormer >= 6 dB and ahead of Conv-TasNet.
+
+Writes bench/results/speechsep.json and the table between the markers in BENCHMARKS.md.
+Usage: python bench/speechsep.py [--minutes 45] [--skip-quality] [--data data/speech-sample]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "speechsep.json"
+DOC = ROOT / "BENCHMARKS.md"
+BEGIN, END = "<!-- speechsep:begin -->", "<!-- speechsep:end -->"
+SR = 8000
+
+
+def _time(fn: Any, repeat: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def bench_speed(repeat: int, seconds: float = 4.0) -> dict[str, Any]:
+    from sa_speechsep.models.mossformer import build_mossformer
+
+    torch.manual_seed(0)
+    model = build_mossformer("mossformer-l").eval()
+    x = torch.randn(1, int(seconds * SR)) * 0.1
+    n_params = sum(p.numel() for p in model.parameters())
+    res: dict[str, Any] = {
+        "model": "MossFormer(L), 2 speakers",
+        "parameters": n_params,
+        "input": list(x.shape),
+        "audio_seconds": seconds,
+    }
+    with torch.inference_mode():
+        model.set_naive(False)
+        a = model(x)
+        model.set_naive(True)
+        b = model(x)
+    res["fast_vs_naive_max_abs_diff"] = (a - b).abs().max().item()
+    for name, naive in (("naive", True), ("fast", False)):
+        model.set_naive(naive)
+
+        def fwd() -> None:
+            with torch.inference_mode():
+                model(x)
+
+        t = _time(fwd, repeat)
+        res[name] = {"forward_s": t, "real_time_factor": t / seconds}
+    model.set_naive(False)
+    res["forward_speedup"] = res["naive"]["forward_s"] / res["fast"]["forward_s"]
+    return res
+
+
+def _train(config: str, run_dir: Path, data: Path, minutes: float) -> float:
+    shutil.rmtree(run_dir, ignore_errors=True)
+    t0 = time.time()
+    cmd = [
+        sys.executable,
+        "-m",
+        "sa_speechsep.cli",
+        "train",
+        "--config",
+        config,
+        f"train.run_dir={run_dir}",
+        f"train.max_minutes={minutes}",
+        "train.max_steps=1000000",
+        "train.progress=false",
+        f"data.train={data}/sources",
+        f"data.val={data}/cv",
+        f"data.test={data}/tt",
+    ]
+    subprocess.run(cmd, check=True)
+    return (time.time() - t0) / 60
+
+
+def bench_quality(data: Path, minutes: float, runs: Path, max_items: int) -> dict[str, Any]:
+    if not (data / "tt" / "mix").is_dir():
+        subprocess.run([sys.executable, "-m", "sa_speechsep.sample", str(data)], check=True)
+    from sa_speechsep.cli import evaluate_dataset
+    from sa_speechsep.data import build_dataset
+    from sa_speechsep.predictor import SeparationPredictor
+
+    ds = build_dataset(str(data / "tt"), sample_rate=SR)
+    mixture_seconds = ds[0]["mix"].shape[-1] / SR
+    out: dict[str, Any] = {
+        "data": str(data / "tt"),
+        "budget_minutes": minutes,
+        "mixture_seconds": mixture_seconds,
+        "test_speakers": json.loads((data / "manifest.json").read_text())["test_speakers"],
+    }
+    for key, config in (("mossformer", "cpu-small"), ("convtasnet", "convtasnet-cpu")):
+        run = runs / f"speechsep-{config}"
+        print(f"training {config} for {minutes} min ...", flush=True)
+        train_min = _train(config, run, data, minutes)
+        pred = SeparationPredictor.load(run)
+        meta = json.loads((run / "metadata.json").read_text())
+        rows = evaluate_dataset(pred, ds, max_items, with_sdr=True, oracle=key == "mossformer", progress=False)
+        n = len(rows)
+        out[key] = {
+            "config": config,
+            "parameters": sum(p.numel() for p in pred.model.parameters()),
+            "train_minutes": train_min,
+            "steps": meta["result"]["step"],
+            "best_step": meta["result"]["best_step"],
+            "si_sdri": sum(r["si_sdri"] for r in rows) / n,
+            "sdri": sum(r["sdri"] for r in rows) / n,
+            "si_sdr": sum(r["si_sdr"] for r in rows) / n,
+            "mixtures": n,
+        }
+        if key == "mossformer":
+            out["oracle_irm_si_sdri"] = sum(r["irm_si_sdri"] for r in rows) / n
+    out["mossformer_minus_convtasnet_db"] = out["mossformer"]["si_sdri"] - out["convtasnet"]["si_sdri"]
+    return out
+
+
+def render(res: dict[str, Any]) -> str:
+    lines = [f"Measured {res['date']} on this machine ({res['threads']} torch threads).", ""]
+    sp = res.get("speed")
+    if sp:
+        lines += [
+            f"| {sp['model']}, {sp['audio_seconds']:g} s at 8 kHz | naive (per-equation, unfused) "
+            "| fast (fused [V,U] attention) | speed-up |",
+            "|---|---|---|---|",
+            f"| forward (no grad) | {sp['naive']['forward_s']:.2f} s | {sp['fast']['forward_s']:.2f} s "
+            f"| **{sp['forward_speedup']:.2f}x** |",
+            f"| real-time factor | {sp['naive']['real_time_factor']:.2f} | {sp['fast']['real_time_factor']:.2f} | |",
+            "",
+            f"Max |fast - naive| = {sp['fast_vs_naive_max_abs_diff']:.1e}; {sp['parameters']:,} parameters.",
+            "",
+        ]
+    q = res.get("quality")
+    if q:
+        lines += [
+            f"Quality: speech-sample held-out pair {q['test_speakers']} "
+            f"({q['mossformer']['mixtures']} mixtures of {q.get('mixture_seconds', 4.0):g} s), "
+            f"each model trained for at most {q['budget_minutes']} min:",
+            "",
+            "| model | parameters | steps | SI-SDRi | SDRi |",
+            "|---|---|---|---|---|",
+        ]
+        for key, name in (("mossformer", "MossFormer cpu-small"), ("convtasnet", "Conv-TasNet (torchaudio)")):
+            r = q[key]
+            lines.append(
+                f"| {name} | {r['parameters']:,} | {r['steps']} | **{r['si_sdri']:.2f} dB** " f"| {r['sdri']:.2f} dB |"
+            )
+        lines.append(f"| oracle ideal ratio mask | | | {q['oracle_irm_si_sdri']:.2f} dB | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--minutes", type=float, default=45.0, help="training budget of each model")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=4.0, help="audio length of the speed test (the goal uses 4 s)")
+    ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--max-items", type=int, default=0, help="evaluate at most N test mixtures (0: all)")
+    ap.add_argument("--data", default=str(ROOT / "data" / "speech-sample"))
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "bench"))
+    args = ap.parse_args()
+    res: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    if RESULTS.exists():  # keep the other part when only one is re-measured
+        old = json.loads(RESULTS.read_text())
+        res.update({k: v for k, v in old.items() if k in ("speed", "quality")})
+    if not args.skip_speed:
+        print("speed ...", flush=True)
+        res["speed"] = bench_speed(args.repeat, args.seconds)
+    if not args.skip_quality:
+        res["quality"] = bench_quality(Path(args.data), args.minutes, Path(args.runs), args.max_items)
+    table = render(res)
+    print(table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if BEGIN not in text:
+        text += f"\n## Speech separation (`bench/speechsep.py` → `bench/results/speechsep.json`)\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

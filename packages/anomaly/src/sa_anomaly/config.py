@@ -1,0 +1,113 @@
+"""Configs of the anomaly package: model, data, loss and engine settings (YAML files in ``configs/``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared_attention.engine import OptimConfig, ScheduleConfig, TrainConfig, load_config
+
+__all__ = ["ADModelConfig", "ADDataConfig", "ADLossConfig", "ADConfig", "CONFIG_DIR", "load_ad_config"]
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+
+
+@dataclass(frozen=True)
+class ADModelConfig:
+    """The detector.
+
+    Attributes:
+        backbone: timm model name. backbone_weights: ``efficientnet-lite0-package`` (offline default), a
+            weights file for the backbone, or ``null`` (random: tests only).
+        out_indices: feature levels. pool_size: average pooling of the features (3 in FOD).
+        image_size: square network input. d_models: transformer width per level.
+        n_heads / n_layers / ffn_scale: transformer shape (official: 8 / 3 / 4).
+        use_out_projection: apply the attention output projection (the official code discards it).
+    """
+
+    backbone: str = "efficientnet_lite0"
+    backbone_weights: str | None = "efficientnet-lite0-package"
+    out_indices: tuple[int, ...] = (2, 3)
+    pool_size: int = 3
+    image_size: int = 256
+    d_models: tuple[int, ...] = (128, 256)
+    n_heads: int = 8
+    n_layers: int = 3
+    ffn_scale: int = 4
+    use_out_projection: bool = False
+
+
+@dataclass(frozen=True)
+class ADDataConfig:
+    """Data of one category.
+
+    Attributes:
+        root: dataset root (MVTec AD / BTAD / MVTec 3D-AD layout). category: the category folder.
+        resize: shorter side before the centre crop to ``model.image_size`` (default: no extra margin).
+        val_fraction: share of the normal training images held out for validation / model selection.
+        val_synthetic: synthetic-defect copies per validation image (0: none; then AUROC is undefined and the
+            reconstruction loss is monitored instead).
+        augment: random flips (textures). repeat: passes over the training images per epoch.
+        seed: split and synthetic-defect seed.
+    """
+
+    root: str = "data/ad-sample"
+    category: str = "brick"
+    resize: int | None = None
+    val_fraction: float = 0.15
+    val_synthetic: int = 1
+    augment: bool = False
+    repeat: int = 1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ADLossConfig:
+    """Loss weights (official defaults ``lambda1 = lambda2 = 0.5``) and scoring smoothing."""
+
+    lambda1: float = 0.5
+    lambda2: float = 0.5
+    smooth_sigma: float = 4.0
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(
+        run_dir="runs/anomaly/{category}",
+        max_steps=2000,
+        batch_size=8,
+        eval_batch_size=8,
+        eval_every=200,
+        checkpoint_every=200,
+        log_every=20,
+        monitor="val_auroc",
+        monitor_mode="max",
+        amp="off",
+        optim=OptimConfig(name="adam", lr=1e-4),
+        schedule=ScheduleConfig(name="constant"),
+    )
+
+
+@dataclass(frozen=True)
+class ADConfig:
+    """The whole anomaly config."""
+
+    model: ADModelConfig = field(default_factory=ADModelConfig)
+    data: ADDataConfig = field(default_factory=ADDataConfig)
+    loss: ADLossConfig = field(default_factory=ADLossConfig)
+    train: TrainConfig = field(default_factory=_default_train)
+
+
+def load_ad_config(name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ADConfig:
+    """Loads a config by bundled name (``cpu``, ``fod-w50``...) or YAML path, then applies dotted overrides."""
+    path: Path | None = None
+    if name_or_path is not None:
+        p = Path(name_or_path)
+        bundled = CONFIG_DIR / f"{name_or_path}.yaml"
+        if p.suffix in (".yaml", ".yml") or p.exists():
+            path = p
+        elif bundled.exists():
+            path = bundled
+        else:
+            names = sorted(f.stem for f in CONFIG_DIR.glob("*.yaml"))
+            raise FileNotFoundError(f"config {name_or_path!r}: no such file and not a bundled config {names}")
+    return load_config(ADConfig, path, list(overrides))

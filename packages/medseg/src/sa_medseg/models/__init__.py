@@ -1,0 +1,1 @@
+"""The two segmentation networks: ParaTransCNN and the Mamba U-Net (VM-UNet)."""

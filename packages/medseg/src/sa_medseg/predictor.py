@@ -1,0 +1,242 @@
+"""The medseg predictor: a NIfTI volume in -> a NIfTI label map out (the input's affine kept), or a PNG
+slice in -> a PNG label map + an overlay PNG; shared by ``sa-medseg predict`` and the server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, read_run_folder
+
+__all__ = ["SegPredictor", "SegInput"]
+
+_MAX_VOXELS = 512 * 512 * 512
+
+
+class SegInput:
+    """A validated input: ``image`` ``(S, H, W)`` in [0, 1] plus how to answer (NIfTI affine or PNG)."""
+
+    def __init__(self, image: np.ndarray, kind: str, affine: np.ndarray | None = None) -> None:
+        self.image = image
+        self.kind = kind
+        self.affine = affine
+
+
+class SegPredictor(PredictorBase):
+    """Slice-wise 2D segmentation of volumes and single slices.
+
+    Args:
+        model: ParaTransCNN or VM-UNet (eval mode). class_names: names, index 0 = background.
+        windowing: intensity windowing of NIfTI inputs (``ct``, ``mr`` or ``none``; PNGs are scaled by 255).
+        multiple: H/W multiple the network needs. inference: ``slice`` or ``sliding``.
+        roi: sliding-window size. batch_size: slices per forward. device: where to run.
+        max_voxels: refuse larger volumes.
+    """
+
+    model: nn.Module
+    domain: ClassVar[str] = "medseg"
+    io_spec: ClassVar[IOSpec] = IOSpec(
+        inputs=(
+            FieldSpec(
+                "volume",
+                "volume",
+                ("application/gzip", "application/octet-stream", "image/png"),
+                "NIfTI (X, Y, Z) or PNG (H, W)",
+                "3D NIfTI volume (.nii / .nii.gz), or one 2D slice as PNG",
+                {"max_voxels": _MAX_VOXELS, "dims": 3},
+            ),
+        ),
+        outputs=(
+            FieldSpec(
+                "labels_nifti",
+                "volume",
+                ("application/gzip",),
+                "(X, Y, Z) uint8",
+                "label map with the input's affine (NIfTI input)",
+            ),
+            FieldSpec("labels_png", "image", ("image/png",), "(H, W) uint8", "label map (PNG input)"),
+            FieldSpec("overlay_png", "image", ("image/png",), "(H, W, 3) uint8", "labels over the slice"),
+            FieldSpec("classes", "json", ("application/json",), "[str]", "class names by label id"),
+        ),
+    )
+
+    def __init__(
+        self,
+        model: nn.Module,
+        class_names: list[str] | tuple[str, ...],
+        windowing: str = "none",
+        multiple: int = 32,
+        inference: str = "slice",
+        roi: tuple[int, int] = (224, 224),
+        batch_size: int = 8,
+        device: str | torch.device = "cpu",
+        max_voxels: int = _MAX_VOXELS,
+    ) -> None:
+        self.model = model.eval().to(device)
+        self.class_names = list(class_names)
+        self.windowing = windowing
+        self.multiple = multiple
+        self.inference = inference
+        self.roi = tuple(roi)
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.max_voxels = max_voxels
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> SegPredictor:
+        """From a run folder written by ``sa-medseg train``."""
+        from shared_attention.engine import load_config
+
+        from .config import SegConfig
+        from .task import build_model, input_multiple
+
+        run = read_run_folder(run_dir)
+        cfg = load_config(SegConfig, Path(run_dir) / "config.yaml")
+        cfg_model = cfg.model
+        if cfg_model.resnet_weights:  # the run's weights replace them; do not require the file
+            from shared_attention.engine.config import replace
+
+            cfg = replace(cfg, **{"model.resnet_weights": None})
+        model = build_model(cfg)
+        try:
+            model.load_state_dict(run.state_dict, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{run_dir}/model.safetensors does not match the config: {exc}") from exc
+        pred = cls(
+            model,
+            cfg.data.class_names,
+            cfg.data.windowing,
+            input_multiple(model),
+            cfg.data.inference,
+            cfg.data.patch_size,
+            device=device,
+            **kwargs,
+        )
+        pred.run = run
+        return pred
+
+    @classmethod
+    def from_official(
+        cls,
+        path: str | Path,
+        family: str = "vmunet",
+        class_names: list[str] | None = None,
+        windowing: str = "none",
+        device: str | torch.device = "cpu",
+        **official_kwargs: Any,
+    ) -> SegPredictor:
+        """From an official ParaTransCNN / VM-UNet checkpoint (official constructor arguments)."""
+        from .official import load_official_paratranscnn, load_official_vmunet
+        from .task import input_multiple
+
+        if family == "vmunet":
+            model: nn.Module = load_official_vmunet(path, **official_kwargs)
+        elif family == "paratranscnn":
+            model = load_official_paratranscnn(path, **official_kwargs)
+        else:
+            raise ValueError(f"unknown family {family!r}; use vmunet or paratranscnn")
+        n = int(getattr(model, "num_classes", 9))
+        names = class_names or ["background"] + [f"class_{i}" for i in range(1, n)]
+        return cls(model, names, windowing, input_multiple(model), device=device)
+
+    def preprocess(self, raw: Any) -> SegInput:
+        """NIfTI/PNG bytes, a path, a ``(S, H, W)`` / ``(H, W)`` array or ``{"image": array, "affine": array}``."""
+        from .data import DataError, read_nifti_bytes, window
+
+        affine = None
+        if isinstance(raw, (str, Path)):
+            p = Path(raw)
+            if not p.is_file():
+                raise InputError(f"{p}: no such file", "volume")
+            raw = p.read_bytes()
+        if isinstance(raw, dict):
+            affine = raw.get("affine")
+            raw = raw.get("image")
+        if isinstance(raw, (bytes, bytearray, memoryview)):
+            data = bytes(raw)
+            if not data:
+                raise InputError("empty file", "volume")
+            if data[:8] == b"\x89PNG\r\n\x1a\n":
+                return SegInput(self._read_png(data)[None], "png")
+            try:
+                vol, affine, _ = read_nifti_bytes(data)
+            except DataError as exc:
+                raise InputError(f"{exc} (expected a 3D NIfTI .nii/.nii.gz or a PNG slice)", "volume") from exc
+            kind = "nifti"
+        elif isinstance(raw, np.ndarray):
+            if raw.ndim == 2:
+                raw = raw[None]
+            if raw.ndim != 3:
+                raise InputError(f"expected a (S, H, W) or (H, W) array, got shape {raw.shape}", "volume")
+            if not np.issubdtype(raw.dtype, np.number) or np.iscomplexobj(raw):
+                raise InputError(f"unsupported dtype {raw.dtype}", "volume")
+            if not np.all(np.isfinite(raw)):
+                raise InputError("array contains NaN or Inf", "volume")
+            vol, kind = raw.astype(np.float32), "array"
+        else:
+            raise InputError(f"unsupported input type {type(raw).__name__}", "volume")
+        if vol.size > self.max_voxels:
+            raise InputError(f"volume of {vol.size} voxels exceeds the limit of {self.max_voxels}", "volume")
+        if min(vol.shape[1:]) < 8:
+            raise InputError(f"slices of {vol.shape[1:]} pixels are too small (need at least 8x8)", "volume")
+        vol = window(vol, self.windowing)  # type: ignore[arg-type]
+        return SegInput(vol, kind, None if affine is None else np.asarray(affine, dtype=np.float64))
+
+    def _read_png(self, data: bytes) -> np.ndarray:
+        import cv2
+
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if arr is None:
+            raise InputError("cannot decode PNG", "volume")
+        if arr.ndim == 3:
+            arr = cv2.cvtColor(arr[..., :3], cv2.COLOR_BGR2GRAY)
+        if arr.shape[0] * arr.shape[1] > 4096 * 4096:
+            raise InputError(f"PNG of {arr.shape[1]}x{arr.shape[0]} is too large", "volume")
+        scale = 65535.0 if arr.dtype == np.uint16 else 255.0
+        return arr.astype(np.float32) / scale
+
+    @torch.no_grad()
+    def predict(self, batch: SegInput | torch.Tensor) -> dict[str, Any]:
+        """Label map(s). A :class:`SegInput` gives ``{"labels": (S, H, W), "input": SegInput}``; a tensor batch
+        ``(B, S, H, W)`` of same-shape volumes (or ``(B, 1, H, W)`` slices) gives ``{"labels": (B, S, H, W)}``."""
+        from .inference import segment_volume
+
+        def run(vol: torch.Tensor) -> torch.Tensor:
+            return segment_volume(
+                self.model,
+                vol,
+                self.batch_size,
+                self.multiple,
+                self.inference,  # type: ignore[arg-type]
+                self.roi,
+            )
+
+        if isinstance(batch, SegInput):
+            labels = run(torch.from_numpy(np.ascontiguousarray(batch.image)))
+            return {"labels": labels.numpy().astype(np.uint8), "input": batch}
+        return {"labels": torch.stack([run(v) for v in batch]).numpy().astype(np.uint8)}
+
+    def postprocess(self, output: dict[str, Any]) -> dict[str, Any]:
+        """``{"labels_nifti"}`` for volumes, ``{"labels_png", "overlay_png"}`` for slices, plus ``classes``."""
+        from .data import nifti_bytes
+        from .overlay import encode_png, overlay
+
+        labels: np.ndarray = output["labels"]
+        inp: SegInput | None = output.get("input")
+        res: dict[str, Any] = {"classes": list(self.class_names)}
+        if inp is not None and inp.kind == "png":
+            res["labels_png"] = encode_png(labels[0])
+            res["overlay_png"] = encode_png(overlay(inp.image[0], labels[0]))
+            return res
+        if labels.ndim == 4:  # tensor batch: first item
+            labels = labels[0]
+        affine = inp.affine if inp is not None and inp.affine is not None else np.eye(4)
+        res["labels_nifti"] = nifti_bytes(labels, affine)
+        if inp is not None:
+            mid = labels.shape[0] // 2
+            res["overlay_png"] = encode_png(overlay(inp.image[mid], labels[mid]))
+        return res

@@ -1,0 +1,258 @@
+"""Ranking models on torchrec: Hiformer and the two baselines (DCN-v2, logistic regression).
+
+All three take ``(dense (B, D) float, sparse KeyedJaggedTensor)`` and return logits ``(B,)``; sparse
+features go through one torchrec ``EmbeddingBagCollection`` (one table per feature, multi-hot pooled), so
+``DistributedModelParallel`` can shard the tables.
+
+Hiformer (Gui et al. 2023, arXiv 2311.05884): tokens = [task token, one embedding per sparse feature,
+``dense_tokens`` embeddings projected from the dense vector]; ``num_layers`` Hiformer layers (heterogeneous
+attention with composite low-rank key/value projections from the core, then a per-feature FFN, pre-norm
+residuals); an MLP head on the task token. ``forward(..., prune=True)`` is the serving path: the last layer
+computes the task token's query, attention row and FFN only (sec. 4.4) and gives the same scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
+
+from shared_attention.attention.heterogeneous import HeterogeneousAttention, PerTokenMlp, QueryIndex
+from shared_attention.layers.mlp import Mlp
+
+from .schema import Schema
+
+__all__ = [
+    "ModelConfig",
+    "Hiformer",
+    "HiformerEncoder",
+    "HiformerLayer",
+    "DCNv2",
+    "LogisticRegression",
+    "build_model",
+    "make_ebc",
+]
+
+Arch = Literal["hiformer", "dcnv2", "lr"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which ranking model to build.
+
+    Attributes:
+        arch: ``hiformer``, ``dcnv2`` or ``lr`` (logistic regression).
+        embedding_dim: width of every sparse embedding (and of Hiformer tokens).
+        num_layers / num_heads / head_dim: Hiformer layers, heads and per-head width.
+        key_rank / value_rank: ranks of the composite key/value projections (``null``: full rank).
+        composite: Hiformer's composite projections (``false``: HeteroAtt's per-feature keys/values).
+        dense_tokens: tokens the dense vector is projected into (0 when the schema has no dense column).
+        ffn_hidden: hidden width of the per-feature FFN.
+        mlp_dims: hidden widths of the MLP head (Hiformer) or deep tower (DCN-v2).
+        dropout: dropout in FFN / head.
+        cross_layers / cross_rank: DCN-v2 ``LowRankCrossNet`` depth and rank.
+        prune_serving: score with the pruned last layer at inference (predictor).
+    """
+
+    arch: Arch = "hiformer"
+    embedding_dim: int = 16
+    num_layers: int = 2
+    num_heads: int = 2
+    head_dim: int = 8
+    key_rank: int | None = 32
+    value_rank: int | None = 32
+    composite: bool = True
+    dense_tokens: int = 1
+    ffn_hidden: int = 64
+    mlp_dims: tuple[int, ...] = (128, 64)
+    dropout: float = 0.0
+    cross_layers: int = 3
+    cross_rank: int = 32
+    prune_serving: bool = True
+
+
+def make_ebc(schema: Schema, dim: int, device: torch.device | str | None = None) -> EmbeddingBagCollection:
+    """One table ``t_<feature>`` per sparse feature (mean pooling for multi-hot fields that ask for it)."""
+    tables = [
+        EmbeddingBagConfig(
+            name=f"t_{f.name}",
+            embedding_dim=dim,
+            num_embeddings=f.num_embeddings,
+            feature_names=[f.name],
+            pooling=PoolingType.MEAN if f.pooling == "mean" else PoolingType.SUM,
+        )
+        for f in schema.sparse
+    ]
+    return EmbeddingBagCollection(tables=tables, device=torch.device(device) if device else None)
+
+
+def _mlp_tower(in_dim: int, dims: Sequence[int], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for d in dims:
+        layers += [nn.Linear(in_dim, d), nn.ReLU(), nn.Dropout(dropout)]
+        in_dim = d
+    layers.append(nn.Linear(in_dim, 1))
+    return nn.Sequential(*layers)
+
+
+class HiformerLayer(nn.Module):
+    """``x = x + attn(LN(x))``; ``x = x + ffn(LN(x))`` with heterogeneous attention and a per-feature FFN.
+
+    With ``query_index`` only those tokens are updated and returned (keys/values still see every token).
+    """
+
+    def __init__(
+        self,
+        num_tokens: int,
+        dim: int,
+        num_heads: int,
+        head_dim: int,
+        key_rank: int | None,
+        value_rank: int | None,
+        ffn_hidden: int,
+        dropout: float = 0.0,
+        composite: bool = True,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = HeterogeneousAttention(
+            num_tokens,
+            dim,
+            num_heads,
+            head_dim,
+            composite=composite,
+            key_rank=key_rank if composite else None,
+            value_rank=value_rank if composite else None,
+        )
+        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = PerTokenMlp(num_tokens, dim, ffn_hidden, dropout)
+
+    def forward(self, x: Tensor, query_index: QueryIndex = None) -> Tensor:
+        h = self.attn(self.norm1(x), query_index)  # (B, Lq, d)
+        if query_index is not None:
+            x = x[:, list(query_index)]  # (B, Lq, d)
+        x = x + h
+        return x + self.ffn(self.norm2(x), query_index)  # (B, Lq, d)
+
+
+class HiformerEncoder(nn.Module):
+    """The Hiformer layers, final norm and MLP head on the task token (token 0): ``(B, L, d) -> (B,)`` logits.
+
+    A separate module so torchrec's train pipeline can trace the model around it (a leaf of its FX trace).
+    """
+
+    def __init__(self, num_tokens: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.embedding_dim
+        self.layers = nn.ModuleList(
+            HiformerLayer(
+                num_tokens,
+                d,
+                cfg.num_heads,
+                cfg.head_dim,
+                cfg.key_rank,
+                cfg.value_rank,
+                cfg.ffn_hidden,
+                cfg.dropout,
+                cfg.composite,
+            )
+            for _ in range(cfg.num_layers)
+        )
+        self.norm = nn.LayerNorm(d)
+        self.head = Mlp(d, cfg.mlp_dims[0] if cfg.mlp_dims else d, 1, act_layer=nn.ReLU, drop=cfg.dropout)
+
+    def forward(self, x: Tensor, prune: bool = False) -> Tensor:
+        n = len(self.layers)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, [0] if prune and i == n - 1 else None)  # (B, L, d), or (B, 1, d) pruned
+        return self.head(self.norm(x[:, 0])).squeeze(-1)  # (B,)
+
+
+class Hiformer(nn.Module):
+    """Hiformer ranking model.
+
+    Args:
+        schema: the features (one token per sparse feature). cfg: sizes (see :class:`ModelConfig`).
+        device: where to allocate the embedding tables (``"meta"`` to let DMP materialise them sharded).
+    """
+
+    def __init__(self, schema: Schema, cfg: ModelConfig, device: torch.device | str | None = None) -> None:
+        super().__init__()
+        d = cfg.embedding_dim
+        self.num_dense = len(schema.dense)
+        self.dense_tokens = cfg.dense_tokens if self.num_dense else 0
+        self.num_sparse = len(schema.sparse)
+        self.num_tokens = 1 + self.num_sparse + self.dense_tokens
+        self.embedding_dim = d
+        self.prune = False
+        self.ebc = make_ebc(schema, d, device)
+        self.dense_proj = nn.Linear(self.num_dense, self.dense_tokens * d) if self.dense_tokens else None
+        self.task_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.encoder = HiformerEncoder(self.num_tokens, cfg)
+
+    def tokens(self, dense: Tensor, sparse: KeyedJaggedTensor) -> Tensor:
+        """``(B, L, d)``: task token, sparse embeddings, dense tokens."""
+        emb = self.ebc(sparse).values()  # (B, S d)
+        b = emb.shape[0]
+        parts = [self.task_token.expand(b, -1, -1), emb.reshape(b, self.num_sparse, self.embedding_dim)]
+        if self.dense_proj is not None:
+            parts.append(self.dense_proj(dense).reshape(b, self.dense_tokens, self.embedding_dim))
+        return torch.cat(parts, dim=1)  # (B, L, d)
+
+    def forward(self, dense: Tensor, sparse: KeyedJaggedTensor, prune: bool | None = None) -> Tensor:
+        """Logits ``(B,)``; ``prune`` (default: ``self.prune``) computes only the task token in the last layer."""
+        prune = self.prune if prune is None else prune
+        return self.encoder(self.tokens(dense, sparse), prune)  # (B,)
+
+
+class DCNv2(nn.Module):
+    """DCN-v2 (Wang et al. 2021), stacked: torchrec ``LowRankCrossNet`` on [dense, embeddings], then a deep tower."""
+
+    def __init__(self, schema: Schema, cfg: ModelConfig, device: torch.device | str | None = None) -> None:
+        super().__init__()
+        from torchrec.modules.crossnet import LowRankCrossNet
+
+        self.ebc = make_ebc(schema, cfg.embedding_dim, device)
+        width = len(schema.dense) + len(schema.sparse) * cfg.embedding_dim
+        self.cross = LowRankCrossNet(width, cfg.cross_layers, cfg.cross_rank)
+        self.deep = _mlp_tower(width, cfg.mlp_dims, cfg.dropout)
+
+    def forward(self, dense: Tensor, sparse: KeyedJaggedTensor) -> Tensor:
+        x = torch.cat([dense, self.ebc(sparse).values()], dim=1)  # (B, D + S d)
+        return self.deep(self.cross(x)).squeeze(-1)  # (B,)
+
+
+class LogisticRegression(nn.Module):
+    """Logistic regression: one weight per id and per dense column.
+
+    An id's weight is the sum of its row in a width-4 table (fbgemm's kernels need widths divisible by 4);
+    the model class is exactly logistic regression on one-hot ids (each id still has one free scalar).
+    """
+
+    table_width = 4
+
+    def __init__(self, schema: Schema, cfg: ModelConfig, device: torch.device | str | None = None) -> None:
+        super().__init__()
+        self.ebc = make_ebc(schema, self.table_width, device)
+        self.linear = nn.Linear(len(schema.dense), 1) if schema.dense else None
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, dense: Tensor, sparse: KeyedJaggedTensor) -> Tensor:
+        logit = self.ebc(sparse).values().sum(1) + self.bias  # (B,)
+        if self.linear is not None:
+            logit = logit + self.linear(dense).squeeze(-1)
+        return logit
+
+
+MODELS: dict[str, type[nn.Module]] = {"hiformer": Hiformer, "dcnv2": DCNv2, "lr": LogisticRegression}
+
+
+def build_model(schema: Schema, cfg: ModelConfig, device: torch.device | str | None = None) -> nn.Module:
+    """The model named by ``cfg.arch``."""
+    if cfg.arch not in MODELS:
+        raise ValueError(f"model.arch: unknown architecture {cfg.arch!r}; choose from {sorted(MODELS)}")
+    return MODELS[cfg.arch](schema, cfg, device)

@@ -1,0 +1,152 @@
+"""Ranking predictor: score a list of candidate rows (JSON objects) with a trained run folder.
+
+The same object backs ``sa-ranking score`` and the server. ``preprocess`` takes the candidates of one
+request (a list of dicts, JSON bytes holding a list or JSON lines, or a path to such a file), ``predict``
+returns click probabilities ``(N,)``, ``postprocess`` gives ``{"scores": [...]}`` in input order. Hiformer
+scores through its pruned serving path (last layer: task token only) unless ``prune=False``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, read_run_folder
+
+from .schema import Schema
+
+__all__ = ["RankingPredictor", "MAX_CANDIDATES"]
+
+MAX_CANDIDATES = 10_000
+
+
+class RankingPredictor(PredictorBase):
+    """Scores candidates with a Hiformer / DCN-v2 / logistic-regression run.
+
+    Args:
+        model: the unsharded ranking model. schema: its features. prune: Hiformer's pruned serving path.
+        max_candidates: largest request accepted.
+    """
+
+    domain: ClassVar[str] = "ranking"
+    io_spec: ClassVar[IOSpec] = IOSpec(
+        inputs=(
+            FieldSpec(
+                "candidates",
+                "json",
+                ("application/json", "application/x-ndjson"),
+                "list of N objects",
+                "candidate rows: one object per candidate with the schema's feature columns "
+                "(multi-hot as a list or a separator-joined string)",
+                {"max_candidates": MAX_CANDIDATES},
+            ),
+        ),
+        outputs=(
+            FieldSpec(
+                "scores",
+                "json",
+                ("application/json",),
+                "(N,) float in [0, 1]",
+                "click probability per candidate, in input order",
+            ),
+        ),
+    )
+
+    def __init__(
+        self,
+        model: nn.Module,
+        schema: Schema,
+        prune: bool = True,
+        max_candidates: int = MAX_CANDIDATES,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.model = model.to(device).eval()
+        if hasattr(self.model, "prune"):
+            self.model.prune = prune
+        self.schema = schema
+        self.max_candidates = max_candidates
+        self.device = torch.device(device)
+
+    @classmethod
+    def load(
+        cls, run_dir: str | Path, device: str | torch.device = "cpu", prune: bool | None = None
+    ) -> RankingPredictor:
+        """Builds the model from ``config.yaml`` + ``schema.json`` and loads ``model.safetensors`` strictly."""
+        from shared_attention.engine import load_config
+
+        from .config import RankingConfig
+        from .models import build_model
+
+        run = read_run_folder(run_dir, "cpu")
+        schema_path = Path(run_dir) / "schema.json"
+        try:
+            schema = Schema.from_dict(json.loads(schema_path.read_text(encoding="utf-8")), str(schema_path))
+        except OSError as exc:
+            raise FileNotFoundError(f"{schema_path}: missing (is {run_dir} a ranking run folder?)") from exc
+        cfg = load_config(RankingConfig, Path(run_dir) / "config.yaml")
+        model = build_model(schema, cfg.model)
+        try:
+            model.load_state_dict(run.state_dict, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{run.path / 'model.safetensors'}: does not match config.yaml: {exc}") from exc
+        pred = cls(model, schema, cfg.model.prune_serving if prune is None else prune, device=device)
+        pred.run = run
+        return pred
+
+    def _rows(self, raw: Any) -> list[Any]:
+        if isinstance(raw, (str, Path)) and not (isinstance(raw, str) and raw.lstrip().startswith(("[", "{"))):
+            p = Path(raw)
+            if not p.is_file():
+                raise InputError(f"{p}: no such file", "candidates")
+            raw = p.read_bytes()
+        if isinstance(raw, (bytes, bytearray, str)):
+            text = raw.decode("utf-8", errors="replace") if isinstance(raw, (bytes, bytearray)) else raw
+            text = text.strip()
+            try:
+                obj = json.loads(text) if text else []
+            except ValueError:
+                obj = []
+                for i, line in enumerate(text.splitlines(), 1):
+                    if line.strip():
+                        try:
+                            obj.append(json.loads(line))
+                        except ValueError as exc:
+                            raise InputError(f"line {i}: invalid JSON: {exc}", "candidates") from None
+            raw = obj
+        if isinstance(raw, Mapping):
+            raw = raw.get("candidates", [raw])
+        if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
+            raise InputError(f"expected a list of candidate objects, got {type(raw).__name__}", "candidates")
+        return list(raw)
+
+    def preprocess(self, raw: Any) -> Any:
+        """Candidates -> torchrec ``Batch``; :class:`InputError` names the candidate index and column."""
+        from .data import DataError, RowParser, TableBuilder
+
+        rows = self._rows(raw)
+        if not rows:
+            raise InputError("no candidates", "candidates")
+        if len(rows) > self.max_candidates:
+            raise InputError(f"{len(rows)} candidates, at most {self.max_candidates} per request", "candidates")
+        parser, builder = RowParser(self.schema, with_label=False), TableBuilder(self.schema)
+        for i, row in enumerate(rows):
+            try:
+                builder.add(*parser.parse_mapping(row, f"candidate {i}"))
+            except DataError as exc:
+                raise InputError(str(exc), "candidates") from None
+        return builder.build().batch()
+
+    @torch.no_grad()
+    def predict(self, batch: Any) -> torch.Tensor:
+        """Click probabilities ``(N,)``."""
+        b = batch.to(self.device)
+        return torch.sigmoid(self.model(b.dense_features, b.sparse_features)).float().cpu()
+
+    def postprocess(self, output: Any) -> dict[str, list[float]]:
+        """``{"scores": [...]}`` in input order."""
+        return {"scores": [float(s) for s in torch.as_tensor(output).reshape(-1)]}

@@ -1,0 +1,145 @@
+"""Audio I/O behind a small adapter: soundfile for reading/writing, torchaudio for resampling.
+
+Input checks (all raise :class:`AudioError`, a ``ValueError``, with the file name in the message):
+
+* not audio (soundfile cannot parse it), empty (no samples), NaN/Inf samples, silent (peak below
+  ``silence_peak``);
+* 24-bit (and 32-bit / float) PCM is *accepted*: soundfile converts it to float32 exactly, so it is
+  handled, not rejected;
+* stereo / multichannel input is down-mixed to mono by averaging the channels, with a warning;
+* clipped input (more than ``clip_fraction`` of samples at full scale) is separated, with a warning,
+  because clipping distortion cannot be undone and the estimates carry it.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["AudioError", "AudioInfo", "read_audio", "load_mono", "resample", "write_wav", "wav_bytes"]
+
+
+class AudioError(ValueError):
+    """An input that cannot be separated; the message names the file and the reason."""
+
+
+@dataclass
+class AudioInfo:
+    """What :func:`read_audio` found out about a file.
+
+    Attributes:
+        sample_rate: native rate. channels: native channel count. subtype: soundfile subtype (``PCM_16``...).
+        warnings: human-readable notes (down-mixed, clipped) also issued through :mod:`warnings`.
+    """
+
+    sample_rate: int
+    channels: int
+    subtype: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def _source_name(src: Any) -> str:
+    if isinstance(src, str | Path):
+        return str(src)
+    return "<uploaded audio>"
+
+
+def read_audio(
+    src: str | Path | bytes,
+    *,
+    silence_peak: float = 1e-4,
+    clip_fraction: float = 0.01,
+    check_silence: bool = True,
+) -> tuple[np.ndarray, AudioInfo]:
+    """Reads a file (path or raw bytes) to a mono float32 array with checks.
+
+    Args:
+        src: a path or the bytes of a WAV/FLAC/OGG file.
+        silence_peak: peak amplitude below which the input counts as silent.
+        clip_fraction: fraction of full-scale samples above which a clipping warning is issued.
+        check_silence: raise on silent input.
+
+    Returns:
+        ``(mono (T,) float32, AudioInfo)``.
+
+    Raises:
+        AudioError: not audio, empty, NaN/Inf or silent.
+    """
+    import soundfile as sf
+
+    name = _source_name(src)
+    if isinstance(src, bytes | bytearray):
+        if len(src) == 0:
+            raise AudioError(f"{name}: empty upload (0 bytes)")
+        handle: Any = io.BytesIO(bytes(src))
+    else:
+        if not Path(src).is_file():
+            raise AudioError(f"{name}: no such file")
+        handle = str(src)
+    try:
+        data, sr = sf.read(handle, dtype="float32", always_2d=True)  # (T, C)
+        subtype = sf.info(io.BytesIO(bytes(src)) if isinstance(src, bytes | bytearray) else handle).subtype
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(f"{name}: not a readable audio file (WAV, FLAC or OGG expected): {exc}") from exc
+    info = AudioInfo(sample_rate=int(sr), channels=int(data.shape[1]), subtype=str(subtype))
+    if data.shape[0] == 0:
+        raise AudioError(f"{name}: empty audio (0 samples)")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{name}: contains NaN or infinite samples")
+    if data.shape[1] > 1:
+        msg = f"{name}: {data.shape[1]} channels down-mixed to mono (channel average)"
+        info.warnings.append(msg)
+        warnings.warn(msg, stacklevel=2)
+    mono = data.mean(axis=1).astype(np.float32)  # (T,)
+    peak = float(np.abs(mono).max())
+    if check_silence and peak < silence_peak:
+        raise AudioError(f"{name}: silent input (peak {peak:.2e}); nothing to separate")
+    clipped = float(np.mean(np.abs(data) >= 0.999))
+    if clipped > clip_fraction:
+        msg = f"{name}: {100 * clipped:.1f}% of samples are clipped; the separated sources keep the distortion"
+        info.warnings.append(msg)
+        warnings.warn(msg, stacklevel=2)
+    return mono, info
+
+
+def resample(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """Band-limited resampling (torchaudio's windowed sinc) along the last axis; float32 out."""
+    if orig_sr == new_sr:
+        return x.astype(np.float32, copy=False)
+    import torch
+    import torchaudio.functional as AF  # noqa: N812
+
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return AF.resample(t, int(orig_sr), int(new_sr)).numpy()
+
+
+def load_mono(path: str | Path, sample_rate: int | None = None) -> np.ndarray:
+    """Reads a training/evaluation file to mono float32 at ``sample_rate`` (no silence check)."""
+    x, info = read_audio(path, check_silence=False)
+    if sample_rate is not None and info.sample_rate != sample_rate:
+        x = resample(x, info.sample_rate, sample_rate)
+    return x
+
+
+def write_wav(path: str | Path, x: np.ndarray, sample_rate: int) -> Path:
+    """Writes mono ``(T,)`` audio as 16-bit PCM (values clipped to [-1, 1]); creates parent folders."""
+    import soundfile as sf
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(p), np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0), int(sample_rate), subtype="PCM_16")
+    return p
+
+
+def wav_bytes(x: np.ndarray, sample_rate: int) -> bytes:
+    """Mono ``(T,)`` audio as the bytes of a 16-bit PCM WAV file."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0), int(sample_rate), format="WAV", subtype="PCM_16")
+    return buf.getvalue()

@@ -1,0 +1,112 @@
+"""Configs of the speech separation package: model, data and engine settings (YAML in ``configs/``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from shared_attention.engine import OptimConfig, ScheduleConfig, TrainConfig, load_config
+
+__all__ = ["SepModelConfig", "SepDataConfig", "SepConfig", "CONFIG_DIR", "load_sep_config"]
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+
+
+@dataclass(frozen=True)
+class SepModelConfig:
+    """Which separator to build.
+
+    Attributes:
+        arch: ``mossformer`` or ``convtasnet`` (torchaudio's Conv-TasNet, the peer baseline).
+        variant: MossFormer variant (``mossformer-l``, ``mossformer-m``, ``cpu-small``, ``tiny``) or Conv-TasNet
+            size (``cpu-small``, ``tiny``, ``paper``).
+        num_spks: speakers.
+        overrides: constructor arguments replacing the variant's (official MossFormer argument names, or
+            torchaudio ``ConvTasNet`` argument names).
+    """
+
+    arch: Literal["mossformer", "convtasnet"] = "mossformer"
+    variant: str = "cpu-small"
+    num_spks: int = 2
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SepDataConfig:
+    """Training and validation data.
+
+    Attributes:
+        train: WSJ0-mix split folder, LibriMix CSV, or (``train_kind: dynamic``) a folder of speaker folders.
+        train_kind: ``auto`` (folder -> WSJ0-mix, ``.csv`` -> LibriMix) or ``dynamic``.
+        val: validation split folder or CSV. test: test split (``evaluate`` default).
+        sample_rate: model rate (files are resampled). segment_seconds: training crop length.
+        val_segment_seconds: validation crop (``null``: whole utterances, use ``eval_batch_size: 1``).
+        max_val_items: evaluate on at most this many validation mixtures (0: all).
+        dynamic_length: virtual items per epoch of dynamic mixing. gain_db / speed_min / speed_max: dynamic
+            mixing gains and speed perturbation.
+    """
+
+    train: str = "data/speech-sample/tr"
+    train_kind: Literal["auto", "wsj0mix", "librimix", "dynamic"] = "auto"
+    val: str = "data/speech-sample/cv"
+    test: str = "data/speech-sample/tt"
+    sample_rate: int = 8000
+    segment_seconds: float = 4.0
+    val_segment_seconds: float | None = None
+    max_val_items: int = 0
+    dynamic_length: int = 20000
+    gain_db: float = 2.5
+    speed_min: float = 0.95
+    speed_max: float = 1.05
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(
+        run_dir="runs/speechsep/mossformer-cpu",
+        max_steps=3000,
+        batch_size=4,
+        eval_batch_size=1,
+        grad_clip=5.0,
+        eval_every=250,
+        checkpoint_every=250,
+        log_every=25,
+        monitor="si_sdri",
+        monitor_mode="max",
+        optim=OptimConfig(name="adam", lr=1.5e-4),
+        schedule=ScheduleConfig(name="plateau", gamma=0.5, patience=3),
+    )
+
+
+@dataclass(frozen=True)
+class SepConfig:
+    """The whole speech separation config.
+
+    Attributes:
+        model / data / train: see :class:`SepModelConfig`, :class:`SepDataConfig`, ``TrainConfig``.
+        loss_clamp_db: SI-SNR above which an utterance stops contributing to the loss (``null``: never).
+        chunk_seconds / overlap_seconds: chunked inference of the predictor (long files).
+    """
+
+    model: SepModelConfig = field(default_factory=SepModelConfig)
+    data: SepDataConfig = field(default_factory=SepDataConfig)
+    train: TrainConfig = field(default_factory=_default_train)
+    loss_clamp_db: float | None = 30.0
+    chunk_seconds: float = 8.0
+    overlap_seconds: float = 2.0
+
+
+def load_sep_config(name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SepConfig:
+    """Loads a config by bundled name (``cpu-small``, ``mossformer-l-wsj0-2mix``...) or YAML path + overrides."""
+    path: Path | None = None
+    if name_or_path is not None:
+        p = Path(name_or_path)
+        bundled = CONFIG_DIR / f"{name_or_path}.yaml"
+        if p.suffix in (".yaml", ".yml") or p.exists():
+            path = p
+        elif bundled.exists():
+            path = bundled
+        else:
+            names = sorted(f.stem for f in CONFIG_DIR.glob("*.yaml"))
+            raise FileNotFoundError(f"config {name_or_path!r}: no such file and not a bundled config {names}")
+    return load_config(SepConfig, path, list(overrides))

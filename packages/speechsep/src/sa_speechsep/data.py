@@ -1,0 +1,265 @@
+"""Separation datasets: WSJ0-2mix/3mix folders, LibriMix metadata CSVs, dynamic mixing.
+
+* WSJ0-mix layout (also written by ``speech-sample``): ``<split>/mix/*.wav`` with the same file names in
+  ``<split>/s1``, ``<split>/s2`` (``s3`` for 3mix). Pass the split folder (``.../wav8k/min/tr``).
+* LibriMix: a metadata CSV with ``mixture_path, source_1_path, source_2_path[, ...]`` columns (paths
+  absolute or relative to the CSV's folder); other columns are ignored.
+* Dynamic mixing (the MossFormer recipe): a folder of single-speaker utterances, one sub-folder per speaker
+  (``si_tr_s/<speaker>/*.wav`` for WSJ0); every item draws ``num_spks`` distinct speakers, one utterance
+  each, a random segment, gains in +-``gain_db`` and speed perturbation, deterministically from
+  ``(seed, index)`` so runs resume exactly.
+
+Items are dicts ``{"mix": (T,), "sources": (S, T)}`` (float32 tensors).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .audio import load_mono, resample
+
+__all__ = ["Wsj0MixDataset", "LibriMixDataset", "DynamicMixDataset", "crop_or_pad", "build_dataset"]
+
+
+def crop_or_pad(arrays: list[np.ndarray], length: int | None, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Crops one common random window of ``length`` samples (or zero-pads) from equally long arrays."""
+    if length is None:
+        return arrays
+    n = len(arrays[0])
+    if n >= length:
+        start = int(rng.integers(0, n - length + 1)) if rng is not None else 0
+        return [a[start : start + length] for a in arrays]
+    return [np.pad(a, (0, length - n)) for a in arrays]
+
+
+def _item(mix: np.ndarray, sources: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    return {
+        "mix": torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32)),
+        "sources": torch.from_numpy(np.ascontiguousarray(np.stack(sources), dtype=np.float32)),
+    }
+
+
+class _FileMixDataset(Dataset[dict[str, torch.Tensor]]):
+    """Shared logic of the file-backed datasets: ``self.rows`` lists ``(mix_path, [source_paths])``."""
+
+    rows: list[tuple[Path, list[Path]]]
+
+    def __init__(self, sample_rate: int, segment_seconds: float | None, random_crop: bool, seed: int) -> None:
+        self.sample_rate = sample_rate
+        self.segment = int(round(segment_seconds * sample_rate)) if segment_seconds else None
+        self.random_crop = random_crop
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        mix_path, src_paths = self.rows[index]
+        mix = load_mono(mix_path, self.sample_rate)
+        sources = [load_mono(p, self.sample_rate) for p in src_paths]
+        n = min(len(mix), *(len(s) for s in sources))
+        arrays = [mix[:n]] + [s[:n] for s in sources]
+        rng = np.random.default_rng([self.seed, index, self.epoch]) if self.random_crop else None
+        arrays = crop_or_pad(arrays, self.segment, rng)
+        return _item(arrays[0], arrays[1:])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Changes the random crops (deterministic per ``(seed, index, epoch)``)."""
+        self.epoch = epoch
+
+
+class Wsj0MixDataset(_FileMixDataset):
+    """A WSJ0-2mix / 3mix split folder (``mix/``, ``s1/``, ``s2/``[, ``s3/``]).
+
+    Args:
+        split_dir: the split folder (e.g. ``wsj0-mix/2speakers/wav8k/min/tr``).
+        num_spks: 2 or 3 (``s1 .. s<num_spks>`` must exist).
+        sample_rate: files at another rate are resampled.
+        segment_seconds: crop (training) / pad to this length; ``None`` keeps whole utterances.
+        random_crop: random crop position (training) instead of the start.
+        seed: crop seed.
+    """
+
+    def __init__(
+        self,
+        split_dir: str | Path,
+        num_spks: int = 2,
+        sample_rate: int = 8000,
+        segment_seconds: float | None = None,
+        random_crop: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(sample_rate, segment_seconds, random_crop, seed)
+        root = Path(split_dir)
+        mix_dir = root / "mix"
+        if not mix_dir.is_dir():
+            raise FileNotFoundError(f"{root}: not a WSJ0-mix split folder (no mix/ sub-folder)")
+        src_dirs = [root / f"s{i + 1}" for i in range(num_spks)]
+        for d in src_dirs:
+            if not d.is_dir():
+                raise FileNotFoundError(f"{d}: missing (a {num_spks}-speaker split needs s1..s{num_spks})")
+        self.rows = []
+        for mix in sorted(mix_dir.glob("*.wav")):
+            srcs = [d / mix.name for d in src_dirs]
+            missing = [str(s) for s in srcs if not s.is_file()]
+            if missing:
+                raise FileNotFoundError(f"{mix}: no matching source file {missing[0]}")
+            self.rows.append((mix, srcs))
+        if not self.rows:
+            raise FileNotFoundError(f"{mix_dir}: no .wav files")
+
+
+class LibriMixDataset(_FileMixDataset):
+    """LibriMix metadata CSV (``mixture_path``, ``source_1_path`` ... columns).
+
+    Args:
+        csv_path: the metadata file (e.g. ``Libri2Mix/wav8k/min/metadata/mixture_train-100_mix_clean.csv``).
+        num_spks / sample_rate / segment_seconds / random_crop / seed: as :class:`Wsj0MixDataset`.
+    """
+
+    def __init__(
+        self,
+        csv_path: str | Path,
+        num_spks: int = 2,
+        sample_rate: int = 8000,
+        segment_seconds: float | None = None,
+        random_crop: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(sample_rate, segment_seconds, random_crop, seed)
+        path = Path(csv_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: LibriMix metadata CSV not found")
+        cols = ["mixture_path"] + [f"source_{i + 1}_path" for i in range(num_spks)]
+        self.rows = []
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in cols if c not in header]
+            if missing:
+                raise ValueError(f"{path}: line 1: missing column(s) {missing}; found {header}")
+            for lineno, row in enumerate(reader, start=2):
+                paths = []
+                for c in cols:
+                    value = (row.get(c) or "").strip()
+                    if not value:
+                        raise ValueError(f"{path}: line {lineno}: empty {c}")
+                    p = Path(value)
+                    paths.append(p if p.is_absolute() else path.parent / p)
+                self.rows.append((paths[0], paths[1:]))
+        if not self.rows:
+            raise ValueError(f"{path}: no data rows")
+
+
+class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
+    """On-the-fly mixtures of single-speaker utterances (MossFormer's dynamic mixing).
+
+    Args:
+        speakers_dir: one sub-folder of ``.wav`` utterances per speaker.
+        num_spks: speakers per mixture (distinct).
+        sample_rate: model rate. segment_seconds: mixture length.
+        gain_db: each source gets a gain uniform in ``[-gain_db, +gain_db]`` dB (after RMS normalisation).
+        speed_range: speed perturbation factor range (resampling on a 2.5 % grid, changes tempo and pitch);
+            ``(1, 1)``: off.
+        length: virtual number of items per epoch. seed: mixing seed.
+        speakers: restrict to these speaker folder names.
+    """
+
+    def __init__(
+        self,
+        speakers_dir: str | Path,
+        num_spks: int = 2,
+        sample_rate: int = 8000,
+        segment_seconds: float = 4.0,
+        gain_db: float = 2.5,
+        speed_range: tuple[float, float] = (0.95, 1.05),
+        length: int = 20000,
+        seed: int = 0,
+        speakers: list[str] | None = None,
+    ) -> None:
+        root = Path(speakers_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: speakers folder not found")
+        self.files: dict[str, list[Path]] = {}
+        for d in sorted(p for p in root.iterdir() if p.is_dir()):
+            if speakers is not None and d.name not in speakers:
+                continue
+            wavs = sorted(d.rglob("*.wav"))
+            if wavs:
+                self.files[d.name] = wavs
+        if len(self.files) < num_spks:
+            raise ValueError(f"{root}: {len(self.files)} speaker folders with .wav files, need >= {num_spks}")
+        self.names = sorted(self.files)
+        self.num_spks = num_spks
+        self.sample_rate = sample_rate
+        self.segment = int(round(segment_seconds * sample_rate))
+        self.gain_db = gain_db
+        self.speed_range = speed_range
+        self.length = length
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _utterance(self, rng: np.random.Generator, speaker: str) -> np.ndarray:
+        files = self.files[speaker]
+        pieces, total = [], 0
+        # concatenate random utterances of the speaker until the segment is filled (short prompts)
+        while total < self.segment:
+            x = load_mono(files[int(rng.integers(len(files)))], self.sample_rate)
+            lo, hi = self.speed_range
+            if hi > lo:
+                # factors on a 2.5 % grid keep the resampling ratio small (short polyphase filters)
+                step = self.sample_rate // 40
+                orig = int(round(self.sample_rate * float(rng.uniform(lo, hi)) / step)) * step
+                if orig != self.sample_rate:
+                    x = resample(x, orig, self.sample_rate)
+            gap = np.zeros(int(rng.integers(0, self.sample_rate // 4)), dtype=np.float32)
+            pieces += [x, gap]
+            total += len(x) + len(gap)
+        x = np.concatenate(pieces)
+        start = int(rng.integers(0, len(x) - self.segment + 1))
+        x = x[start : start + self.segment]
+        rms = float(np.sqrt(np.mean(x**2)) + 1e-8)
+        return x / rms * 10 ** (float(rng.uniform(-self.gain_db, self.gain_db)) / 20)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index])
+        spk = rng.choice(len(self.names), size=self.num_spks, replace=False)
+        sources = [self._utterance(rng, self.names[int(i)]) for i in spk]
+        mix = np.sum(sources, axis=0)
+        peak = float(np.abs(mix).max()) + 1e-8
+        scale = 0.9 / peak * float(rng.uniform(0.25, 1.0))
+        return _item(mix * scale, [s * scale for s in sources])
+
+
+def build_dataset(
+    spec: str,
+    *,
+    kind: str = "auto",
+    num_spks: int = 2,
+    sample_rate: int = 8000,
+    segment_seconds: float | None = None,
+    train: bool = False,
+    seed: int = 0,
+    **dynamic: Any,
+) -> Dataset[dict[str, torch.Tensor]]:
+    """A dataset from a path: ``.csv`` -> LibriMix, folder with ``mix/`` -> WSJ0-mix, ``kind='dynamic'`` ->
+    dynamic mixing of speaker folders."""
+    path = Path(spec)
+    if kind == "auto":
+        kind = "librimix" if path.suffix == ".csv" else "wsj0mix"
+    if kind == "librimix":
+        return LibriMixDataset(path, num_spks, sample_rate, segment_seconds, random_crop=train, seed=seed)
+    if kind == "wsj0mix":
+        return Wsj0MixDataset(path, num_spks, sample_rate, segment_seconds, random_crop=train, seed=seed)
+    if kind == "dynamic":
+        return DynamicMixDataset(path, num_spks, sample_rate, segment_seconds or 4.0, seed=seed, **dynamic)
+    raise ValueError(f"unknown dataset kind {kind!r}: use auto, wsj0mix, librimix or dynamic")

@@ -1,0 +1,199 @@
+"""Heterogeneous per-feature attention (HeteroAtt / Hiformer) with low-rank composite projections.
+
+Implements "Hiformer: Heterogeneous Feature Interactions Learning with Transformers for Recommender
+Systems" (Gui et al., 2023, arXiv 2311.05884), section 4. Each of the ``L`` tokens (one per feature, plus
+dense and task tokens) has its own projections, so every feature pair gets its own bilinear interaction.
+
+Heterogeneous self-attention (sec. 4.2, eq. 5)::
+
+    att_h(i, j) = softmax_j( (e_i Q_i^h) (e_j K_j^h)^T / sqrt(d_k) )
+    o_i = concat_h( sum_j att_h(i, j) e_j V_j^h ) O_i
+
+Hiformer (sec. 4.3, eq. 6-7): keys and values are computed from the concatenation of all tokens
+``ê = [e_1, ..., e_L]`` (width ``L d``) through one composite projection per head,
+``[k_1^h, ..., k_L^h] = ê W_K^h`` with ``W_K`` of shape ``(L d, L H d_k)`` (same for values), so a key sees
+every feature. For efficiency the composite matrices are factorised ``W_K = U_K V_K`` with rank ``r_k``
+(``W_V`` with rank ``r_v``). Queries stay per feature.
+
+Query pruning (sec. 4.4): in the last layer only the task token's output is needed, so ``forward`` takes
+``query_index`` and computes the queries, attention rows and output projections of those tokens only;
+keys and values still use every token, so the pruned rows equal the corresponding rows of the full output.
+
+:class:`PerTokenLinear` / :class:`PerTokenMlp` are the per-feature projections and feed-forward network
+(each token its own weights), also used by the Hiformer layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["PerTokenLinear", "PerTokenMlp", "HeterogeneousAttention", "QueryIndex"]
+
+QueryIndex = Sequence[int] | Tensor | None
+
+
+def _as_index(query_index: QueryIndex, device: torch.device) -> Tensor | None:
+    if query_index is None:
+        return None
+    idx = torch.as_tensor(query_index, dtype=torch.long, device=device)
+    if idx.ndim != 1:
+        raise ValueError(f"query_index must be one-dimensional, got shape {tuple(idx.shape)}")
+    return idx
+
+
+class PerTokenLinear(nn.Module):
+    """A separate linear map for each of ``num_tokens`` tokens: ``y_i = x_i W_i + b_i``.
+
+    Args:
+        num_tokens: number of tokens ``L``. in_features / out_features: widths. bias: add ``b_i``.
+
+    Parameters: ``weight`` ``(L, in, out)`` and ``bias`` ``(L, out)``, initialised like ``nn.Linear``.
+    """
+
+    def __init__(self, num_tokens: int, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.num_tokens, self.in_features, self.out_features = num_tokens, in_features, out_features
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(num_tokens, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num_tokens, out_features).uniform_(-bound, bound)) if bias else None
+
+    def forward(self, x: Tensor, token_index: QueryIndex = None) -> Tensor:
+        """``x``: ``(B, L', in)`` where ``L'`` is ``L`` or ``len(token_index)`` (the tokens' own weights)."""
+        idx = _as_index(token_index, x.device)
+        w = self.weight if idx is None else self.weight.index_select(0, idx)  # (L', in, out)
+        if x.shape[1] != w.shape[0]:
+            raise ValueError(f"expected {w.shape[0]} tokens, got input of shape {tuple(x.shape)}")
+        y = torch.bmm(x.transpose(0, 1), w).transpose(0, 1)  # (B, L', out)
+        if self.bias is not None:
+            b = self.bias if idx is None else self.bias.index_select(0, idx)
+            y = y + b
+        return y
+
+    def extra_repr(self) -> str:
+        return f"tokens={self.num_tokens}, in={self.in_features}, out={self.out_features}"
+
+
+class PerTokenMlp(nn.Module):
+    """Per-feature feed-forward network: ``fc2_i(drop(act(fc1_i(x_i))))`` with each token's own weights.
+
+    Args:
+        num_tokens: ``L``. dim: token width. hidden: hidden width. drop: dropout. act_layer: activation.
+    """
+
+    def __init__(
+        self, num_tokens: int, dim: int, hidden: int, drop: float = 0.0, act_layer: type[nn.Module] = nn.GELU
+    ) -> None:
+        super().__init__()
+        self.fc1 = PerTokenLinear(num_tokens, dim, hidden)
+        self.act = act_layer()
+        self.fc2 = PerTokenLinear(num_tokens, hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor, token_index: QueryIndex = None) -> Tensor:
+        h = self.drop(self.act(self.fc1(x, token_index)))  # (B, L', hidden)
+        return self.drop(self.fc2(h, token_index))  # (B, L', dim)
+
+
+class HeterogeneousAttention(nn.Module):
+    """Heterogeneous multi-head self-attention over ``L`` feature tokens (HeteroAtt and Hiformer).
+
+    Args:
+        num_tokens: number of tokens ``L`` (fixed: every token has its own parameters).
+        dim: token width ``d``.
+        num_heads: heads ``H``.
+        head_dim: key/query/value width per head ``d_k`` (default ``dim // num_heads``).
+        composite: ``False``: per-token keys/values ``e_j K_j`` (HeteroAtt, eq. 5). ``True``: Hiformer's
+            composite key/value projection of the concatenation of all tokens (eq. 6).
+        key_rank / value_rank: rank of the factorised composite key / value projection (``None``: full
+            ``(L d) x (L H d_k)`` matrices). Only with ``composite=True``.
+        bias: biases in the projections.
+        attn_drop: dropout on the attention weights (training only).
+
+    Parameters: ``q`` / ``o`` (:class:`PerTokenLinear`); ``k`` / ``v`` as :class:`PerTokenLinear` when not
+    composite, else ``k`` / ``v`` (``nn.Linear(L d, L H d_k)``) at full rank or ``k_down`` / ``k_up`` (and
+    ``v_down`` / ``v_up``) ``nn.Linear(L d, r)`` then ``nn.Linear(r, L H d_k)`` at low rank.
+    """
+
+    def __init__(
+        self,
+        num_tokens: int,
+        dim: int,
+        num_heads: int = 1,
+        head_dim: int | None = None,
+        composite: bool = True,
+        key_rank: int | None = None,
+        value_rank: int | None = None,
+        bias: bool = True,
+        attn_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if head_dim is None:
+            if dim % num_heads:
+                raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}; give head_dim")
+            head_dim = dim // num_heads
+        if not composite and (key_rank is not None or value_rank is not None):
+            raise ValueError("key_rank/value_rank need composite=True")
+        for name, r in (("key_rank", key_rank), ("value_rank", value_rank)):
+            if r is not None and r < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {r}")
+        self.num_tokens, self.dim, self.num_heads, self.head_dim = num_tokens, dim, num_heads, head_dim
+        self.composite, self.key_rank, self.value_rank = composite, key_rank, value_rank
+        self.attn_drop = attn_drop
+        inner = num_heads * head_dim
+        self.q = PerTokenLinear(num_tokens, dim, inner, bias)
+        if composite:
+            flat_in, flat_out = num_tokens * dim, num_tokens * inner
+            for name, r in (("k", key_rank), ("v", value_rank)):
+                if r is None:
+                    setattr(self, name, nn.Linear(flat_in, flat_out, bias=bias))
+                else:
+                    setattr(self, f"{name}_down", nn.Linear(flat_in, r, bias=False))
+                    setattr(self, f"{name}_up", nn.Linear(r, flat_out, bias=bias))
+        else:
+            self.k = PerTokenLinear(num_tokens, dim, inner, bias)
+            self.v = PerTokenLinear(num_tokens, dim, inner, bias)
+        self.o = PerTokenLinear(num_tokens, inner, dim, bias)
+
+    def _composite(self, name: str, flat: Tensor) -> Tensor:
+        rank = self.key_rank if name == "k" else self.value_rank
+        if rank is None:
+            return getattr(self, name)(flat)  # (B, L H d_k)
+        return getattr(self, f"{name}_up")(getattr(self, f"{name}_down")(flat))  # (B, r) -> (B, L H d_k)
+
+    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of every token, each ``(B, H, L, d_k)``."""
+        b, n, d = x.shape
+        if self.composite:
+            flat = x.reshape(b, n * d)  # (B, L d)
+            k, v = self._composite("k", flat), self._composite("v", flat)  # (B, L H d_k)
+        else:
+            k, v = self.k(x), self.v(x)  # (B, L, H d_k)
+        k = k.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d_k)
+        v = v.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d_k)
+        return k, v
+
+    def forward(self, x: Tensor, query_index: QueryIndex = None) -> Tensor:
+        """``x``: ``(B, L, d)``. Returns ``(B, L, d)``, or ``(B, len(query_index), d)`` for those tokens only."""
+        b, n, d = x.shape
+        if n != self.num_tokens or d != self.dim:
+            raise ValueError(f"expected (B, {self.num_tokens}, {self.dim}), got {tuple(x.shape)}")
+        idx = _as_index(query_index, x.device)
+        xq = x if idx is None else x.index_select(1, idx)  # (B, Lq, d)
+        lq = xq.shape[1]
+        q = self.q(xq, idx).reshape(b, lq, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, Lq, d_k)
+        k, v = self.keys_values(x)  # (B, H, L, d_k)
+        p = self.attn_drop if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, Lq, d_k)
+        out = out.transpose(1, 2).reshape(b, lq, self.num_heads * self.head_dim)  # (B, Lq, H d_k)
+        return self.o(out, idx)  # (B, Lq, d)
+
+    def extra_repr(self) -> str:
+        return (
+            f"tokens={self.num_tokens}, dim={self.dim}, heads={self.num_heads}, head_dim={self.head_dim}, "
+            f"composite={self.composite}, key_rank={self.key_rank}, value_rank={self.value_rank}"
+        )

@@ -1,0 +1,118 @@
+"""Heterogeneous attention (Hiformer) against a naive per-pair loop of eq. 5-7."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from shared_attention.attention.heterogeneous import HeterogeneousAttention, PerTokenLinear, PerTokenMlp
+
+
+def _dense_composite(attn: HeterogeneousAttention, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The composite projection as one ``(L d, L H d_k)`` matrix and bias (multiplying out the low rank)."""
+    rank = attn.key_rank if name == "k" else attn.value_rank
+    if rank is None:
+        lin = getattr(attn, name)
+        return lin.weight.T, lin.bias
+    down, up = getattr(attn, f"{name}_down"), getattr(attn, f"{name}_up")
+    return down.weight.T @ up.weight.T, up.bias
+
+
+def naive(attn: HeterogeneousAttention, x: torch.Tensor) -> torch.Tensor:
+    """att_h(i, j) = softmax_j(q_i^h . k_j^h / sqrt(d_k)), o_i = concat_h(sum_j att v_j) O_i, pair by pair."""
+    b, n, d = x.shape
+    h, dk = attn.num_heads, attn.head_dim
+    out = torch.zeros(b, n, d, dtype=torch.float64)
+    x = x.double()
+    for s in range(b):
+        if attn.composite:
+            wk, bk = _dense_composite(attn, "k")
+            wv, bv = _dense_composite(attn, "v")
+            flat = x[s].reshape(-1)
+            keys = (flat @ wk.double() + bk.double()).reshape(n, h * dk)
+            vals = (flat @ wv.double() + bv.double()).reshape(n, h * dk)
+        else:
+            keys = torch.stack([x[s, j] @ attn.k.weight[j].double() + attn.k.bias[j].double() for j in range(n)])
+            vals = torch.stack([x[s, j] @ attn.v.weight[j].double() + attn.v.bias[j].double() for j in range(n)])
+        for i in range(n):
+            qi = x[s, i] @ attn.q.weight[i].double() + attn.q.bias[i].double()  # e_i Q_i
+            heads = []
+            for hh in range(h):
+                sl = slice(hh * dk, (hh + 1) * dk)
+                logits = torch.stack([qi[sl] @ keys[j, sl] / math.sqrt(dk) for j in range(n)])
+                a = torch.softmax(logits, 0)
+                heads.append(sum(a[j] * vals[j, sl] for j in range(n)))
+            out[s, i] = torch.cat(heads) @ attn.o.weight[i].double() + attn.o.bias[i].double()
+    return out
+
+
+@pytest.mark.parametrize(
+    "composite,key_rank,value_rank,heads", [(False, None, None, 2), (True, None, None, 2), (True, 3, 5, 1)]
+)
+def test_matches_naive_pair_loop(composite: bool, key_rank: int | None, value_rank: int | None, heads: int) -> None:
+    torch.manual_seed(0)
+    attn = HeterogeneousAttention(
+        5, 8, heads, head_dim=3, composite=composite, key_rank=key_rank, value_rank=value_rank
+    ).eval()
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        got = attn(x)
+    ref = naive(attn, x)
+    assert got.shape == (2, 5, 8)
+    torch.testing.assert_close(got.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_pairs_are_heterogeneous() -> None:
+    # moving a token changes the result (each position has its own bilinear form), unlike vanilla attention
+    torch.manual_seed(1)
+    attn = HeterogeneousAttention(4, 6, 2, composite=False).eval()
+    x = torch.randn(1, 4, 6)
+    perm = torch.tensor([1, 0, 2, 3])
+    with torch.no_grad():
+        assert not torch.allclose(attn(x)[:, perm], attn(x[:, perm]), atol=1e-4)
+
+
+@pytest.mark.parametrize("composite,rank", [(False, None), (True, None), (True, 2)])
+def test_query_pruning_equals_full_rows(composite: bool, rank: int | None) -> None:
+    torch.manual_seed(2)
+    attn = HeterogeneousAttention(6, 8, 2, composite=composite, key_rank=rank, value_rank=rank).eval()
+    x = torch.randn(3, 6, 8)
+    with torch.no_grad():
+        full = attn(x)
+        for idx in ([0], [4, 1]):
+            torch.testing.assert_close(attn(x, idx), full[:, idx], atol=1e-6, rtol=1e-6)
+
+
+def test_low_rank_parameter_count() -> None:
+    n, d, h, dk, r = 10, 16, 2, 8, 4
+    full = HeterogeneousAttention(n, d, h, dk, composite=True)
+    low = HeterogeneousAttention(n, d, h, dk, composite=True, key_rank=r, value_rank=r)
+    per_token = n * d * h * dk + n * h * dk + n * h * dk * d + n * d
+    assert sum(p.numel() for p in full.parameters()) == per_token + 2 * (n * d * n * h * dk + n * h * dk)
+    assert sum(p.numel() for p in low.parameters()) == per_token + 2 * (n * d * r + r * n * h * dk + n * h * dk)
+
+
+def test_per_token_layers_and_errors() -> None:
+    torch.manual_seed(3)
+    lin = PerTokenLinear(3, 4, 5)
+    x = torch.randn(2, 3, 4)
+    ref = torch.stack([x[:, i] @ lin.weight[i] + lin.bias[i] for i in range(3)], 1)
+    torch.testing.assert_close(lin(x), ref)
+    torch.testing.assert_close(lin(x[:, [2]], [2]), ref[:, [2]])
+    mlp = PerTokenMlp(3, 4, 8)
+    assert mlp(x).shape == (2, 3, 4)
+    with pytest.raises(ValueError, match="expected 3 tokens"):
+        lin(torch.randn(2, 2, 4))
+    with pytest.raises(ValueError, match="expected"):
+        HeterogeneousAttention(3, 4, 2)(torch.randn(1, 4, 4))
+    with pytest.raises(ValueError, match="composite"):
+        HeterogeneousAttention(3, 4, 2, composite=False, key_rank=2)
+
+
+def test_gradients_flow_to_every_projection() -> None:
+    attn = HeterogeneousAttention(4, 8, 2, composite=True, key_rank=3, value_rank=3)
+    attn(torch.randn(2, 4, 8)).sum().backward()
+    for name, p in attn.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
