@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from benchlib import median_time, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "anomaly.json"
@@ -34,14 +34,7 @@ TEXTURES = ("brick", "grass", "gravel")
 REFERENCE_BASELINE = {"brick": 0.963, "grass": 0.508, "gravel": 0.621}  # offline-data.md, image AUROC
 
 
-def _time(fn: Any, repeat: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+_time = median_time
 
 
 @torch.no_grad()
@@ -205,15 +198,7 @@ def main() -> None:
         res["quality"] = bench_quality(Path(args.data), args.minutes, Path(args.run_dir), args.config)
     table = render(res)
     print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN not in text:
-        text += f"\n## Anomaly (`bench/anomaly.py` → `bench/results/anomaly.json`)\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
-    print(f"wrote {RESULTS}")
+    write_results(RESULTS, "anomaly", "Anomaly (`bench/anomaly.py` → `bench/results/anomaly.json`)", res, table)
 
 
 if __name__ == "__main__":

@@ -105,8 +105,10 @@ def bench_scan(B: int, D: int, N: int, L: int, repeat: int) -> dict[str, Any]:
         "max_abs_diff": diff,
         "max_rel_diff": rel,
         "max_abs_output": ref_out.abs().max().item(),
-        "agrees_1e-5": bool(torch.allclose(fast_out, ref_out, atol=1e-5, rtol=1e-5)
-                            and torch.allclose(fast_state, ref_state, atol=1e-5, rtol=1e-5)),
+        "agrees_1e-5": bool(
+            torch.allclose(fast_out, ref_out, atol=1e-5, rtol=1e-5)
+            and torch.allclose(fast_state, ref_state, atol=1e-5, rtol=1e-5)
+        ),
     }
 
 

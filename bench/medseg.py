@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from benchlib import median_time, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "medseg.json"
@@ -32,14 +32,7 @@ BEGIN, END = "<!-- medseg:begin -->", "<!-- medseg:end -->"
 CONFIGS = {"vmunet": "vmunet-cpu", "paratranscnn": "paratranscnn-cpu"}
 
 
-def _time(fn: Any, repeat: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+_time = median_time
 
 
 @torch.no_grad()
@@ -182,15 +175,9 @@ def main() -> None:
         res["quality"] = quality
     table = render(res)
     print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN not in text:
-        text += f"\n## Medical segmentation (`bench/medseg.py` → `bench/results/medseg.json`)\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
-    print(f"wrote {RESULTS}")
+    write_results(
+        RESULTS, "medseg", "Medical segmentation (`bench/medseg.py` → `bench/results/medseg.json`)", res, table
+    )
 
 
 if __name__ == "__main__":

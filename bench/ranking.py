@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from benchlib import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "ranking.json"
@@ -251,15 +252,7 @@ def main() -> None:
         res["quality"] = bench_quality(Path(args.data), args.epochs, args.minutes, Path(args.runs), args.threads)
     table = render(res)
     print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN not in text:
-        text += f"\n## Ranking (`bench/ranking.py` → `bench/results/ranking.json`)\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
-    print(f"wrote {RESULTS}")
+    write_results(RESULTS, "ranking", "Ranking (`bench/ranking.py` → `bench/results/ranking.json`)", res, table)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from benchlib import median_time, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "restoration.json"
@@ -32,14 +32,7 @@ DOC = ROOT / "BENCHMARKS.md"
 BEGIN, END = "<!-- restoration:begin -->", "<!-- restoration:end -->"
 
 
-def _time(fn: Any, repeat: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+_time = median_time
 
 
 def bench_speed(repeat: int) -> dict[str, Any]:
@@ -86,10 +79,20 @@ def bench_quality(data: Path, minutes: float, run_dir: Path) -> dict[str, Any]:
 
     shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.time()
-    cmd = [sys.executable, "-m", "sa_restoration.cli", "train", "--config", "cpu-x2",
-           f"train.run_dir={run_dir}", f"train.max_minutes={minutes}", "train.progress=false",
-           f"data.train_gt_dir={data}/train/GT", f"data.val_gt_dir={data}/test/GTmod{{scale}}",
-           f"data.val_lq_dir={data}/test/LRbicx{{scale}}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sa_restoration.cli",
+        "train",
+        "--config",
+        "cpu-x2",
+        f"train.run_dir={run_dir}",
+        f"train.max_minutes={minutes}",
+        "train.progress=false",
+        f"data.train_gt_dir={data}/train/GT",
+        f"data.val_gt_dir={data}/test/GTmod{{scale}}",
+        f"data.val_lq_dir={data}/test/LRbicx{{scale}}",
+    ]
     subprocess.run(cmd, check=True)
     train_s = time.time() - t0
     meta = json.loads((run_dir / "metadata.json").read_text())
@@ -100,10 +103,15 @@ def bench_quality(data: Path, minutes: float, run_dir: Path) -> dict[str, Any]:
     rows = evaluate_folder(pred, data / "test" / "GTmod2", data / "test" / "LRbicx2", progress=False)
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")}
     return {
-        "config": "cpu-x2 (hat-cpu, x2)", "train_minutes": train_s / 60, "budget_minutes": minutes,
-        "steps": meta["result"]["step"], "best_step": meta["result"]["best_step"],
+        "config": "cpu-x2 (hat-cpu, x2)",
+        "train_minutes": train_s / 60,
+        "budget_minutes": minutes,
+        "steps": meta["result"]["step"],
+        "best_step": meta["result"]["best_step"],
         "parameters": sum(p.numel() for p in pred.model.parameters()),
-        "per_image": rows, **mean, "gain_db": mean["psnr_y"] - mean["bicubic_psnr_y"],
+        "per_image": rows,
+        **mean,
+        "gain_db": mean["psnr_y"] - mean["bicubic_psnr_y"],
     }
 
 
@@ -119,9 +127,13 @@ def bench_tiling(run_dir: Path, data: Path) -> dict[str, Any]:
     with torch.no_grad():
         tiled = tiled_forward(pred.model, lq, 2, tile=96, overlap=32, align=pred.window_size)
         mse = ((whole.clamp(0, 1) - tiled.clamp(0, 1)) ** 2).mean().item()
-    return {"image": "astronaut LR 256x256", "tile": 96, "overlap": 32,
-            "max_abs_diff": (whole - tiled).abs().max().item(),
-            "psnr_tiled_vs_whole_db": 10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-20))).item()}
+    return {
+        "image": "astronaut LR 256x256",
+        "tile": 96,
+        "overlap": 32,
+        "max_abs_diff": (whole - tiled).abs().max().item(),
+        "psnr_tiled_vs_whole_db": 10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-20))).item(),
+    }
 
 
 def render(res: dict[str, Any]) -> str:
@@ -148,14 +160,21 @@ def render(res: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|",
         ]
         for r in q["per_image"]:
-            lines.append(f"| {r['name']} | {r['bicubic_psnr_y']:.2f} | {r['psnr_y']:.2f} | "
-                         f"{r['psnr_y'] - r['bicubic_psnr_y']:+.2f} | {r['bicubic_ssim_y']:.4f} | {r['ssim_y']:.4f} |")
-        lines.append(f"| **mean** | {q['bicubic_psnr_y']:.2f} | **{q['psnr_y']:.2f}** | **{q['gain_db']:+.2f} dB** "
-                     f"| {q['bicubic_ssim_y']:.4f} | {q['ssim_y']:.4f} |")
+            lines.append(
+                f"| {r['name']} | {r['bicubic_psnr_y']:.2f} | {r['psnr_y']:.2f} | "
+                f"{r['psnr_y'] - r['bicubic_psnr_y']:+.2f} | {r['bicubic_ssim_y']:.4f} | {r['ssim_y']:.4f} |"
+            )
+        lines.append(
+            f"| **mean** | {q['bicubic_psnr_y']:.2f} | **{q['psnr_y']:.2f}** | **{q['gain_db']:+.2f} dB** "
+            f"| {q['bicubic_ssim_y']:.4f} | {q['ssim_y']:.4f} |"
+        )
     t = res.get("tiling")
     if t:
-        lines += ["", f"Tiled vs whole-image inference ({t['image']}, tile {t['tile']}, overlap {t['overlap']}): "
-                  f"max abs diff {t['max_abs_diff']:.2e}, PSNR between them {t['psnr_tiled_vs_whole_db']:.1f} dB."]
+        lines += [
+            "",
+            f"Tiled vs whole-image inference ({t['image']}, tile {t['tile']}, overlap {t['overlap']}): "
+            f"max abs diff {t['max_abs_diff']:.2e}, PSNR between them {t['psnr_tiled_vs_whole_db']:.1f} dB.",
+        ]
     return "\n".join(lines)
 
 
@@ -167,8 +186,11 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT / "data" / "sr-sample"))
     ap.add_argument("--run-dir", default=str(ROOT / "runs" / "bench" / "restoration-cpu-x2"))
     args = ap.parse_args()
-    res: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
-                           "torch": torch.__version__}
+    res: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
     if RESULTS.exists():  # keep the other part when only one is re-measured
         old = json.loads(RESULTS.read_text())
         res.update({k: v for k, v in old.items() if k in ("quality", "tiling")})
@@ -180,15 +202,9 @@ def main() -> None:
         res["tiling"] = bench_tiling(Path(args.run_dir), Path(args.data))
     table = render(res)
     print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
-    text = DOC.read_text()
-    if BEGIN not in text:
-        text += f"\n## Restoration (`bench/restoration.py` → `bench/results/restoration.json`)\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
-    print(f"wrote {RESULTS}")
+    write_results(
+        RESULTS, "restoration", "Restoration (`bench/restoration.py` → `bench/results/restoration.json`)", res, table
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from benchlib import median_time, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "speechsep.json"
@@ -35,14 +35,7 @@ BEGIN, END = "<!-- speechsep:begin -->", "<!-- speechsep:end -->"
 SR = 8000
 
 
-def _time(fn: Any, repeat: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+_time = median_time
 
 
 def bench_speed(repeat: int, seconds: float = 4.0) -> dict[str, Any]:
@@ -200,15 +193,9 @@ def main() -> None:
         res["quality"] = bench_quality(Path(args.data), args.minutes, Path(args.runs), args.max_items)
     table = render(res)
     print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN not in text:
-        text += f"\n## Speech separation (`bench/speechsep.py` → `bench/results/speechsep.json`)\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
-    print(f"wrote {RESULTS}")
+    write_results(
+        RESULTS, "speechsep", "Speech separation (`bench/speechsep.py` → `bench/results/speechsep.json`)", res, table
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared_attention.engine import OptimConfig, ScheduleConfig, TrainConfig, load_config
+from shared_attention.engine import OptimConfig, ScheduleConfig, TrainConfig, load_bundled_config
 
 __all__ = ["ADModelConfig", "ADDataConfig", "ADLossConfig", "ADConfig", "CONFIG_DIR", "load_ad_config"]
 
@@ -99,15 +99,4 @@ class ADConfig:
 
 def load_ad_config(name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ADConfig:
     """Loads a config by bundled name (``cpu``, ``fod-w50``...) or YAML path, then applies dotted overrides."""
-    path: Path | None = None
-    if name_or_path is not None:
-        p = Path(name_or_path)
-        bundled = CONFIG_DIR / f"{name_or_path}.yaml"
-        if p.suffix in (".yaml", ".yml") or p.exists():
-            path = p
-        elif bundled.exists():
-            path = bundled
-        else:
-            names = sorted(f.stem for f in CONFIG_DIR.glob("*.yaml"))
-            raise FileNotFoundError(f"config {name_or_path!r}: no such file and not a bundled config {names}")
-    return load_config(ADConfig, path, list(overrides))
+    return load_bundled_config(ADConfig, name_or_path, CONFIG_DIR, overrides)

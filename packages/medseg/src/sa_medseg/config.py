@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from shared_attention.engine import OptimConfig, ScheduleConfig, TrainConfig, load_config
+from shared_attention.engine import OptimConfig, ScheduleConfig, TrainConfig, load_bundled_config
 
 __all__ = ["SegModelConfig", "SegDataConfig", "SegConfig", "CONFIG_DIR", "load_seg_config"]
 
@@ -100,15 +100,4 @@ class SegConfig:
 
 def load_seg_config(name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SegConfig:
     """Loads a config by bundled name (``vmunet-cpu``, ``paratranscnn-synapse``...) or YAML path, then overrides."""
-    path: Path | None = None
-    if name_or_path is not None:
-        p = Path(name_or_path)
-        bundled = CONFIG_DIR / f"{name_or_path}.yaml"
-        if p.suffix in (".yaml", ".yml") or p.exists():
-            path = p
-        elif bundled.exists():
-            path = bundled
-        else:
-            names = sorted(f.stem for f in CONFIG_DIR.glob("*.yaml"))
-            raise FileNotFoundError(f"config {name_or_path!r}: no such file and not a bundled config {names}")
-    return load_config(SegConfig, path, list(overrides))
+    return load_bundled_config(SegConfig, name_or_path, CONFIG_DIR, overrides)

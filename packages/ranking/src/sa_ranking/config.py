@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from shared_attention.engine import load_config
+from shared_attention.engine import load_bundled_config
 
 from .models import ModelConfig
 
@@ -95,15 +95,4 @@ def load_ranking_config(
     name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> RankingConfig:
     """Loads a bundled config (``hiformer``, ``dcnv2``, ``lr``, ``criteo-hiformer``) or a YAML path, then overrides."""
-    path: Path | None = None
-    if name_or_path is not None:
-        p = Path(name_or_path)
-        bundled = CONFIG_DIR / f"{name_or_path}.yaml"
-        if p.suffix in (".yaml", ".yml") or p.exists():
-            path = p
-        elif bundled.exists():
-            path = bundled
-        else:
-            names = sorted(f.stem for f in CONFIG_DIR.glob("*.yaml"))
-            raise FileNotFoundError(f"config {name_or_path!r}: no such file and not a bundled config {names}")
-    return load_config(RankingConfig, path, list(overrides))
+    return load_bundled_config(RankingConfig, name_or_path, CONFIG_DIR, overrides)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared_attention.engine import OptimConfig, ScheduleConfig, TrainConfig, load_config
+from shared_attention.engine import OptimConfig, ScheduleConfig, TrainConfig, load_bundled_config
 
 __all__ = ["SRModelConfig", "SRDataConfig", "SRConfig", "CONFIG_DIR", "load_sr_config"]
 
@@ -79,15 +79,4 @@ class SRConfig:
 
 def load_sr_config(name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SRConfig:
     """Loads a config by bundled name (``hat-s-x4``, ``cpu-x2``...) or YAML path, then applies overrides."""
-    path: Path | None = None
-    if name_or_path is not None:
-        p = Path(name_or_path)
-        bundled = CONFIG_DIR / f"{name_or_path}.yaml"
-        if p.suffix in (".yaml", ".yml") or p.exists():
-            path = p
-        elif bundled.exists():
-            path = bundled
-        else:
-            names = sorted(f.stem for f in CONFIG_DIR.glob("*.yaml"))
-            raise FileNotFoundError(f"config {name_or_path!r}: no such file and not a bundled config {names}")
-    return load_config(SRConfig, path, list(overrides))
+    return load_bundled_config(SRConfig, name_or_path, CONFIG_DIR, overrides)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from shared_attention.engine import OptimConfig, ScheduleConfig, TrainConfig, load_config
+from shared_attention.engine import OptimConfig, ScheduleConfig, TrainConfig, load_bundled_config
 
 __all__ = ["SepModelConfig", "SepDataConfig", "SepConfig", "CONFIG_DIR", "load_sep_config"]
 
@@ -98,15 +98,4 @@ class SepConfig:
 
 def load_sep_config(name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SepConfig:
     """Loads a config by bundled name (``cpu-small``, ``mossformer-l-wsj0-2mix``...) or YAML path + overrides."""
-    path: Path | None = None
-    if name_or_path is not None:
-        p = Path(name_or_path)
-        bundled = CONFIG_DIR / f"{name_or_path}.yaml"
-        if p.suffix in (".yaml", ".yml") or p.exists():
-            path = p
-        elif bundled.exists():
-            path = bundled
-        else:
-            names = sorted(f.stem for f in CONFIG_DIR.glob("*.yaml"))
-            raise FileNotFoundError(f"config {name_or_path!r}: no such file and not a bundled config {names}")
-    return load_config(SepConfig, path, list(overrides))
+    return load_bundled_config(SepConfig, name_or_path, CONFIG_DIR, overrides)

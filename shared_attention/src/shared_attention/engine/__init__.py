@@ -1,7 +1,15 @@
 """Training engine shared by every domain: one loop, run folders, checkpoints, configs, distributed."""
 
 from .checkpoint import CheckpointError, find_resumable, load_trainer_state, load_weights, save_weights
-from .config import ConfigError, config_to_dict, dump_config, load_config, parse_overrides
+from .config import (
+    ConfigError,
+    config_to_dict,
+    dump_config,
+    load_bundled_config,
+    load_config,
+    parse_overrides,
+    resolve_config_path,
+)
 from .distributed import DistContext, init_distributed
 from .schedules import LRSchedule, ScheduleConfig
 from .seeding import seed_everything
@@ -26,7 +34,9 @@ __all__ = [
     "find_resumable",
     "fit",
     "init_distributed",
+    "load_bundled_config",
     "load_config",
+    "resolve_config_path",
     "load_trainer_state",
     "load_weights",
     "mean_metrics",

@@ -96,6 +96,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Writes ``data`` to ``path`` atomically."""
+
     def write(fh: IO[bytes]) -> None:
         fh.write(data)
 

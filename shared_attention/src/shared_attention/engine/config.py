@@ -19,7 +19,16 @@ import yaml
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "load_config", "config_to_dict", "parse_overrides", "dump_config", "replace"]
+__all__ = [
+    "ConfigError",
+    "config_to_dict",
+    "dump_config",
+    "load_bundled_config",
+    "load_config",
+    "parse_overrides",
+    "replace",
+    "resolve_config_path",
+]
 
 
 class ConfigError(ValueError):
@@ -215,6 +224,31 @@ def load_config(
             raise ConfigError(f"override: {exc}") from exc
         data = _merge(data, ov)
     return _build(cls, data, "")
+
+
+def resolve_config_path(name_or_path: str | Path | None, config_dir: str | Path) -> Path | None:
+    """A YAML path, or the bundled config ``<config_dir>/<name>.yaml`` of a package; ``None`` stays ``None``.
+
+    Raises:
+        FileNotFoundError: neither a file nor a bundled name (the message lists the bundled names).
+    """
+    if name_or_path is None:
+        return None
+    p = Path(name_or_path)
+    bundled = Path(config_dir) / f"{name_or_path}.yaml"
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    if bundled.exists():
+        return bundled
+    names = sorted(f.stem for f in Path(config_dir).glob("*.yaml"))
+    raise FileNotFoundError(f"config {str(name_or_path)!r}: no such file and not a bundled config {names}")
+
+
+def load_bundled_config(
+    cls: type[T], name_or_path: str | Path | None, config_dir: str | Path, overrides: Sequence[str] = ()
+) -> T:
+    """:func:`load_config` of a bundled config name (``cpu-x2``) or a YAML path, then dotted overrides."""
+    return load_config(cls, resolve_config_path(name_or_path, config_dir), list(overrides))
 
 
 def dump_config(cfg: Any) -> str:

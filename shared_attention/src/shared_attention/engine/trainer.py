@@ -283,7 +283,11 @@ class _Trainer:
         self.train_ds: Dataset[Any] = train_ds
         self.val_ds = val_ds
         self.sampler = ResumableSampler(
-            train_ds, shuffle=True, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size  # type: ignore[arg-type]
+            train_ds,
+            shuffle=True,
+            seed=cfg.seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,  # type: ignore[arg-type]
         )
         hook = getattr(self.task, "collate_fn", None)
         self.collate = hook() if callable(hook) else None
@@ -481,8 +485,12 @@ class _Trainer:
         from tqdm.auto import tqdm
 
         bar = tqdm(
-            total=cfg.max_steps, initial=self.step, disable=not (ctx.is_main and cfg.progress),
-            desc=f"{self.task.name}", unit="step", dynamic_ncols=True,
+            total=cfg.max_steps,
+            initial=self.step,
+            disable=not (ctx.is_main and cfg.progress),
+            desc=f"{self.task.name}",
+            unit="step",
+            dynamic_ncols=True,
             mininterval=0.2 if sys.stderr.isatty() else 5.0,
         )
         self.train_model.train()
@@ -619,8 +627,11 @@ def fit(task: TrainTask, cfg: TrainConfig, full_config: Any = None) -> FitResult
         A :class:`FitResult` describing the finished run.
     """
     if not isinstance(task, TrainTask):
-        missing = [m for m in ("name", "build_model", "build_datasets", "training_step", "validation_step", "metrics")
-                   if not hasattr(task, m)]
+        missing = [
+            m
+            for m in ("name", "build_model", "build_datasets", "training_step", "validation_step", "metrics")
+            if not hasattr(task, m)
+        ]
         raise TypeError(f"{type(task).__name__} is not a TrainTask: missing {missing}")
     ctx = init_distributed(cfg.device)
     try:
