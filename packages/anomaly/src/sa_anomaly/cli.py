@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from shared_attention.cli_support import run_command
+
 
 def _resolve_run_dir(cfg: Any) -> Any:
     from shared_attention.engine.config import replace
@@ -268,12 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--image-size", type=int, default=256)
     c.add_argument("--category", default="official")
     c.set_defaults(func=_cmd_convert)
-    args = ap.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"sa-anomaly: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(ap, argv, prefix="sa-anomaly: error")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from shared_attention.cli_support import run_command
+
 #: official constructor arguments used by ``convert`` / ``--official-weights`` (Synapse configs)
 OFFICIAL_KWARGS: dict[str, dict[str, Any]] = {
     "vmunet": {"input_channels": 3, "depths": [2, 2, 2, 2], "depths_decoder": [2, 2, 2, 1], "drop_path_rate": 0.2},
@@ -233,12 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--family", default="vmunet", choices=("vmunet", "paratranscnn"))
     c.add_argument("--num-classes", type=int, default=9)
     c.set_defaults(func=_cmd_convert)
-    args = ap.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(ap, argv)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from shared_attention.cli_support import run_command
+
 
 def _quiet_torchrec() -> None:
     import logging
@@ -244,12 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--on-error", choices=("reject", "skip"), default="skip")
     v.add_argument("--no-label", action="store_true")
     v.set_defaults(func=_cmd_validate)
-    args = ap.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(ap, argv)
 
 
 if __name__ == "__main__":

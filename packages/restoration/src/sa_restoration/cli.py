@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from shared_attention.cli_support import run_command
+
 
 def _predictor(args: argparse.Namespace) -> Any:
     from .predictor import SRPredictor
@@ -203,12 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--variant", default="hat")
     c.add_argument("--scale", type=int, default=4)
     c.set_defaults(func=_cmd_convert)
-    args = ap.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(ap, argv)
 
 
 if __name__ == "__main__":

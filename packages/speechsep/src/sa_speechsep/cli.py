@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from shared_attention.cli_support import run_command
+
 
 def _cmd_train(args: argparse.Namespace) -> int:
     import logging
@@ -229,12 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--out", required=True, help="run folder to write")
     c.add_argument("--kwargs", help="official constructor arguments as JSON, e.g. '{\"num_spks\": 3}'")
     c.set_defaults(func=_cmd_convert)
-    args = ap.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (FileNotFoundError, ValueError, NotImplementedError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(ap, argv, (FileNotFoundError, ValueError, NotImplementedError))
 
 
 if __name__ == "__main__":
