@@ -10,7 +10,7 @@
     between the two) — HAT is not strictly local (global channel attention), see sa_restoration.tiling.
 
 Writes bench/results/restoration.json and the table between the markers in BENCHMARKS.md.
-Usage: python bench/restoration.py [--minutes 28] [--skip-quality] [--data data/sr-sample]
+Usage: python bench/restoration.py [--minutes 28] [--skip-quality] [--skip-speed] [--data data/sr-sample]
 """
 
 from __future__ import annotations
@@ -183,6 +183,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=28.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true", help="keep the recorded speed part")
     ap.add_argument("--data", default=str(ROOT / "data" / "sr-sample"))
     ap.add_argument("--run-dir", default=str(ROOT / "runs" / "bench" / "restoration-cpu-x2"))
     args = ap.parse_args()
@@ -193,9 +194,10 @@ def main() -> None:
     }
     if RESULTS.exists():  # keep the other part when only one is re-measured
         old = json.loads(RESULTS.read_text())
-        res.update({k: v for k, v in old.items() if k in ("quality", "tiling")})
-    print("speed ...", flush=True)
-    res["speed"] = bench_speed(args.repeat)
+        res.update({k: v for k, v in old.items() if k in ("quality", "tiling", "speed")})
+    if not args.skip_speed:
+        print("speed ...", flush=True)
+        res["speed"] = bench_speed(args.repeat)
     if not args.skip_quality:
         print(f"quality (training up to {args.minutes} min) ...", flush=True)
         res["quality"] = bench_quality(Path(args.data), args.minutes, Path(args.run_dir))

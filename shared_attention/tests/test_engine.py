@@ -170,3 +170,33 @@ def test_time_budget_stops_with_eval_and_checkpoint(tmp_path):
     assert 1 <= res.step < 100000
     assert "accuracy" in res.last_metrics  # evaluated at the stop
     assert list_checkpoints(tmp_path)[-1].name == f"step_{res.step:08d}"
+
+
+def test_schedule_by_time_follows_the_clock_and_is_checkpointed():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    cfg = ScheduleConfig(name="cosine", warmup_steps=2, by_time=True, min_lr_ratio=0.1)
+    with pytest.raises(ValueError, match="max_minutes"):
+        LRSchedule(opt, cfg, 100)
+    sch = LRSchedule(opt, cfg, total_steps=100, budget_s=60.0)
+    assert sch.factor(0) == pytest.approx(0.5)  # warm-up stays in steps
+    sch.elapsed_s = 30.0  # half the budget: half-way down the cosine, whatever the step
+    assert sch.factor(5) == pytest.approx(sch.factor(90)) == pytest.approx(0.1 + 0.9 * 0.5)
+    sch.elapsed_s = 90.0  # past the budget: the floor
+    assert sch.factor(50) == pytest.approx(0.1)
+    sch.elapsed_s = 15.0
+    again = LRSchedule(opt, cfg, total_steps=100, budget_s=60.0)
+    again.load_state_dict(sch.state_dict())
+    assert again.elapsed_s == 15.0 and again.factor(50) == pytest.approx(sch.factor(50))
+
+
+def test_time_schedule_run_anneals_within_its_budget(tmp_path):
+    cfg = _cfg(tmp_path, "train.max_steps=100000", "train.batch_size=16", "train.max_minutes=0.02",
+               "train.eval_every=0", "train.log_every=1", "train.schedule.name=cosine",
+               "train.schedule.by_time=true", "train.schedule.min_lr_ratio=0.0")
+    res = fit(PointerTask(cfg), cfg.train, cfg)
+    assert 1 <= res.step < 100000
+    with open(tmp_path / "metrics.csv") as fh:
+        lrs = [float(r["value"]) for r in csv.DictReader(fh) if r["metric"] == "lr"]
+    base = cfg.train.optim.lr
+    assert lrs[0] > 0.9 * base and lrs[-1] < 0.2 * base  # started high, ended near the floor on the clock
+    assert all(b <= a + 1e-12 for a, b in zip(lrs, lrs[1:]))

@@ -77,7 +77,8 @@ class TrainConfig:
         monitor / monitor_mode: validation metric that decides the best checkpoint (``None``: none).
         early_stop_patience: stop after this many evaluations without improvement (0: never).
         max_minutes: wall-clock budget of this invocation; when spent, the run evaluates, checkpoints and stops
-            (``None``: no budget). Resuming later continues to ``max_steps``.
+            (``None``: no budget). Resuming later continues to ``max_steps``. With ``schedule.by_time`` the budget
+            covers all invocations together and the cosine / poly schedule follows the clock.
         ema_decay: exponential moving average of weights (0: off); evaluation and the served weights use it.
         seed / deterministic: see :func:`seed_everything`.
         num_workers: DataLoader workers. drop_last: drop the incomplete last training batch.
@@ -243,7 +244,8 @@ class _Trainer:
         custom = getattr(self.task, "build_optimizer", None)
         opt = custom(self.model) if callable(custom) else None
         self.optimizer = opt if opt is not None else build_optimizer(self.model, cfg.optim)
-        self.schedule = LRSchedule(self.optimizer, cfg.schedule, cfg.max_steps)
+        budget = cfg.max_minutes * 60 if cfg.max_minutes is not None else None
+        self.schedule = LRSchedule(self.optimizer, cfg.schedule, cfg.max_steps, budget)
         self.autocast, need_scaler = _autocast(self.device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda") if need_scaler else None
         self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -482,6 +484,7 @@ class _Trainer:
     def run(self) -> FitResult:
         cfg, ctx = self.cfg, self.ctx
         t0 = time.time()
+        elapsed_before = self.schedule.elapsed_s  # training time of earlier invocations (resume)
         from tqdm.auto import tqdm
 
         bar = tqdm(
@@ -527,6 +530,7 @@ class _Trainer:
                 if micro < accum:
                     continue
                 micro = 0
+                self.schedule.elapsed_s = elapsed_before + time.time() - t0
                 lr = self.schedule.apply(self.step)
                 if self.scaler is not None:
                     self.scaler.unscale_(self.optimizer)
@@ -564,7 +568,10 @@ class _Trainer:
                 bar.update(1)
                 if cfg.max_minutes is not None:
                     # every rank takes part, so all ranks stop at the same step
-                    out_of_time = any(all_gather_objects(ctx, time.time() - t0 > cfg.max_minutes * 60))
+                    spent = time.time() - t0
+                    if cfg.schedule.by_time:  # the budget spans every invocation: the schedule ends with it
+                        spent += elapsed_before
+                    out_of_time = any(all_gather_objects(ctx, spent > cfg.max_minutes * 60))
                     if out_of_time and ctx.is_main:
                         logger.info("time budget of %s min spent at step %d: stopping", cfg.max_minutes, self.step)
                     stop = stop or out_of_time

@@ -384,6 +384,8 @@ class HAT(nn.Module):
         upsampler: ``'pixelshuffle'``.
         resi_connection: ``'1conv'`` or ``'3conv'``.
         fast: SDPA + cached masks (``True``) or explicit softmax + masks rebuilt per forward.
+        upsampler_feat: Channels ``F`` of the reconstruction head (the official code fixes 64; small CPU models
+            spend most of their convolution time in it).
 
     Shapes: ``forward((B, in_chans, H, W)) -> (B, in_chans, H * upscale, W * upscale)`` for any ``H, W``.
     """
@@ -420,6 +422,7 @@ class HAT(nn.Module):
         upsampler: str = "pixelshuffle",
         resi_connection: str = "1conv",
         fast: bool = True,
+        upsampler_feat: int = 64,
     ) -> None:
         super().__init__()
         if upsampler != "pixelshuffle":
@@ -438,7 +441,7 @@ class HAT(nn.Module):
         self.img_range = img_range
         self.ape = ape
         self.fast = fast
-        num_feat = 64
+        num_feat = int(upsampler_feat)
         mean = torch.tensor(RGB_MEAN).view(1, 3, 1, 1) if in_chans == 3 else torch.zeros(1, 1, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
 
@@ -590,6 +593,7 @@ HAT_VARIANTS: dict[str, dict[str, Any]] = {
     "hat-cpu": dict(
         embed_dim=48, depths=(2, 2), num_heads=(3, 3), compress_ratio=3, squeeze_factor=16,
         window_size=8, overlap_ratio=0.5, mlp_ratio=2.0, conv_scale=0.01, img_size=64, drop_path_rate=0.0,
+        upsampler_feat=32,
     ),
 }  # fmt: skip
 
