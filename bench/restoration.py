@@ -72,12 +72,13 @@ def bench_speed(repeat: int) -> dict[str, Any]:
     return res
 
 
-def bench_quality(data: Path, minutes: float, run_dir: Path) -> dict[str, Any]:
+def bench_quality(data: Path, minutes: float, run_dir: Path, train: bool = True) -> dict[str, Any]:
     if not (data / "test" / "GTmod2").is_dir():
         subprocess.run([sys.executable, "-m", "sa_restoration.sample", str(data)], check=True)
     import shutil
 
-    shutil.rmtree(run_dir, ignore_errors=True)
+    if train:
+        shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.time()
     cmd = [
         sys.executable,
@@ -93,7 +94,8 @@ def bench_quality(data: Path, minutes: float, run_dir: Path) -> dict[str, Any]:
         f"data.val_gt_dir={data}/test/GTmod{{scale}}",
         f"data.val_lq_dir={data}/test/LRbicx{{scale}}",
     ]
-    subprocess.run(cmd, check=True)
+    if train:
+        subprocess.run(cmd, check=True)
     train_s = time.time() - t0
     meta = json.loads((run_dir / "metadata.json").read_text())
     from sa_restoration.cli import evaluate_folder
@@ -102,7 +104,12 @@ def bench_quality(data: Path, minutes: float, run_dir: Path) -> dict[str, Any]:
     pred = SRPredictor.load(run_dir)
     rows = evaluate_folder(pred, data / "test" / "GTmod2", data / "test" / "LRbicx2", progress=False)
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")}
-    return {
+    pred.ensemble = True  # the same weights with the x8 flip/rotation self-ensemble at test time
+    ens = evaluate_folder(pred, data / "test" / "GTmod2", data / "test" / "LRbicx2", progress=False)
+    ens_psnr = sum(r["psnr_y"] for r in ens) / len(ens)
+    out = {
+        "ensemble_psnr_y": ens_psnr,
+        "ensemble_gain_db": ens_psnr - mean["bicubic_psnr_y"],
         "config": "cpu-x2 (hat-cpu, x2)",
         "train_minutes": train_s / 60,
         "budget_minutes": minutes,
@@ -113,6 +120,10 @@ def bench_quality(data: Path, minutes: float, run_dir: Path) -> dict[str, Any]:
         **mean,
         "gain_db": mean["psnr_y"] - mean["bicubic_psnr_y"],
     }
+    if not train:  # keep the recorded training time and budget
+        for k in ("train_minutes", "budget_minutes"):
+            out.pop(k)
+    return out
 
 
 def bench_tiling(run_dir: Path, data: Path) -> dict[str, Any]:
@@ -165,9 +176,20 @@ def render(res: dict[str, Any]) -> str:
                 f"{r['psnr_y'] - r['bicubic_psnr_y']:+.2f} | {r['bicubic_ssim_y']:.4f} | {r['ssim_y']:.4f} |"
             )
         lines.append(
-            f"| **mean** | {q['bicubic_psnr_y']:.2f} | **{q['psnr_y']:.2f}** | **{q['gain_db']:+.2f} dB** "
+            f"| **mean** | {q['bicubic_psnr_y']:.2f} | **{q['psnr_y']:.3f}** | **{q['gain_db']:+.3f} dB** "
             f"| {q['bicubic_ssim_y']:.4f} | {q['ssim_y']:.4f} |"
         )
+        lines += [
+            "",
+            f"Goal +1.0 dB single pass: **{'met' if q['gain_db'] >= 1.0 else 'NOT met'}**. Weights of step "
+            f"{q['best_step']} (best validation PSNR; the validation images are the test images, so this is a "
+            f"choice among {q['steps'] // 400 + 1} evaluations, the last one at step {q['steps']}).",
+        ]
+        if "ensemble_gain_db" in q:
+            lines.append(
+                f"Same weights with the x8 self-ensemble at test time (8x the inference cost): PSNR-Y "
+                f"{q['ensemble_psnr_y']:.3f} dB, {q['ensemble_gain_db']:+.3f} dB over bicubic."
+            )
     t = res.get("tiling")
     if t:
         lines += [
@@ -184,6 +206,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-speed", action="store_true", help="keep the recorded speed part")
+    ap.add_argument("--eval-only", action="store_true", help="re-evaluate the trained --run-dir (no training)")
     ap.add_argument("--data", default=str(ROOT / "data" / "sr-sample"))
     ap.add_argument("--run-dir", default=str(ROOT / "runs" / "bench" / "restoration-cpu-x2"))
     args = ap.parse_args()
@@ -198,7 +221,11 @@ def main() -> None:
     if not args.skip_speed:
         print("speed ...", flush=True)
         res["speed"] = bench_speed(args.repeat)
-    if not args.skip_quality:
+    if args.eval_only:
+        old_q = res.get("quality", {})
+        res["quality"] = {**old_q, **bench_quality(Path(args.data), args.minutes, Path(args.run_dir), train=False)}
+        res["tiling"] = bench_tiling(Path(args.run_dir), Path(args.data))
+    elif not args.skip_quality:
         print(f"quality (training up to {args.minutes} min) ...", flush=True)
         res["quality"] = bench_quality(Path(args.data), args.minutes, Path(args.run_dir))
         res["tiling"] = bench_tiling(Path(args.run_dir), Path(args.data))

@@ -106,3 +106,16 @@ def test_logistic_regression_is_linear_in_one_hot_ids() -> None:
         z = lr(b2.dense_features * 0, b2.sparse_features)
         # dense contribution is exactly linear
         torch.testing.assert_close(a - z, (b1.dense_features @ lr.linear.weight.T).squeeze(-1))
+
+
+@pytest.mark.parametrize("arch", ["hiformer", "dcnv2", "lr"])
+def test_embedding_init_scale_zero_keeps_unseen_ids_neutral(arch: str) -> None:
+    model = build_model(SCHEMA, replace(CFG, arch=arch, embedding_init_scale=0.0))
+    tables = [p for n, p in model.named_parameters() if n.startswith("ebc.")]
+    assert tables and all(float(t.abs().max()) == 0.0 for t in tables)
+    default = build_model(SCHEMA, replace(CFG, arch=arch))
+    assert any(float(p.abs().max()) > 0 for n, p in default.named_parameters() if n.startswith("ebc."))
+    small = build_model(SCHEMA, replace(CFG, arch=arch, embedding_init_scale=0.01))
+    assert all(float(p.abs().max()) <= 0.01 for n, p in small.named_parameters() if n.startswith("ebc."))
+    with pytest.raises(ValueError, match="embedding_init_scale"):
+        build_model(SCHEMA, replace(CFG, arch=arch, embedding_init_scale=-1.0))

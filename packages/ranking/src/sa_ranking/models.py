@@ -56,6 +56,9 @@ class ModelConfig:
         dropout: dropout in FFN / head.
         cross_layers / cross_rank: DCN-v2 ``LowRankCrossNet`` depth and rank.
         prune_serving: score with the pruned last layer at inference (predictor).
+        embedding_init_scale: embedding rows start uniform in ``[-s, s]`` (``null``: torchrec's default
+            ``sqrt(1 / rows)``). ``0`` starts them at zero, so ids never seen in training stay neutral instead of
+            random: Hiformer layer-normalises its tokens, which turns a small random row into full-scale noise.
     """
 
     arch: Arch = "hiformer"
@@ -73,10 +76,19 @@ class ModelConfig:
     cross_layers: int = 3
     cross_rank: int = 32
     prune_serving: bool = True
+    embedding_init_scale: float | None = None
 
 
-def make_ebc(schema: Schema, dim: int, device: torch.device | str | None = None) -> EmbeddingBagCollection:
-    """One table ``t_<feature>`` per sparse feature (mean pooling for multi-hot fields that ask for it)."""
+def make_ebc(
+    schema: Schema, dim: int, device: torch.device | str | None = None, init_scale: float | None = None
+) -> EmbeddingBagCollection:
+    """One table ``t_<feature>`` per sparse feature (mean pooling for multi-hot fields that ask for it).
+
+    ``init_scale``: rows start uniform in ``[-init_scale, init_scale]`` (``None``: torchrec's default).
+    """
+    if init_scale is not None and init_scale < 0:
+        raise ValueError(f"model.embedding_init_scale must be >= 0, got {init_scale}")
+    bounds = {} if init_scale is None else {"weight_init_min": -init_scale, "weight_init_max": init_scale}
     tables = [
         EmbeddingBagConfig(
             name=f"t_{f.name}",
@@ -84,6 +96,7 @@ def make_ebc(schema: Schema, dim: int, device: torch.device | str | None = None)
             num_embeddings=f.num_embeddings,
             feature_names=[f.name],
             pooling=PoolingType.MEAN if f.pooling == "mean" else PoolingType.SUM,
+            **bounds,
         )
         for f in schema.sparse
     ]
@@ -189,7 +202,7 @@ class Hiformer(nn.Module):
         self.num_tokens = 1 + self.num_sparse + self.dense_tokens
         self.embedding_dim = d
         self.prune = False
-        self.ebc = make_ebc(schema, d, device)
+        self.ebc = make_ebc(schema, d, device, cfg.embedding_init_scale)
         self.dense_proj = nn.Linear(self.num_dense, self.dense_tokens * d) if self.dense_tokens else None
         self.task_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.encoder = HiformerEncoder(self.num_tokens, cfg)
@@ -216,7 +229,7 @@ class DCNv2(nn.Module):
         super().__init__()
         from torchrec.modules.crossnet import LowRankCrossNet
 
-        self.ebc = make_ebc(schema, cfg.embedding_dim, device)
+        self.ebc = make_ebc(schema, cfg.embedding_dim, device, cfg.embedding_init_scale)
         width = len(schema.dense) + len(schema.sparse) * cfg.embedding_dim
         self.cross = LowRankCrossNet(width, cfg.cross_layers, cfg.cross_rank)
         self.deep = _mlp_tower(width, cfg.mlp_dims, cfg.dropout)
@@ -237,7 +250,7 @@ class LogisticRegression(nn.Module):
 
     def __init__(self, schema: Schema, cfg: ModelConfig, device: torch.device | str | None = None) -> None:
         super().__init__()
-        self.ebc = make_ebc(schema, self.table_width, device)
+        self.ebc = make_ebc(schema, self.table_width, device, cfg.embedding_init_scale)
         self.linear = nn.Linear(len(schema.dense), 1) if schema.dense else None
         self.bias = nn.Parameter(torch.zeros(1))
 

@@ -68,11 +68,11 @@ class PerTokenLinear(nn.Module):
         w = self.weight if idx is None else self.weight.index_select(0, idx)  # (L', in, out)
         if x.shape[1] != w.shape[0]:
             raise ValueError(f"expected {w.shape[0]} tokens, got input of shape {tuple(x.shape)}")
-        y = torch.bmm(x.transpose(0, 1), w).transpose(0, 1)  # (B, L', out)
-        if self.bias is not None:
-            b = self.bias if idx is None else self.bias.index_select(0, idx)
-            y = y + b
-        return y
+        xt = x.transpose(0, 1)  # (L', B, in)
+        if self.bias is None:
+            return torch.bmm(xt, w).transpose(0, 1)  # (B, L', out)
+        b = self.bias if idx is None else self.bias.index_select(0, idx)
+        return torch.baddbmm(b.unsqueeze(1), xt, w).transpose(0, 1)  # bias fused: (B, L', out)
 
     def extra_repr(self) -> str:
         return f"tokens={self.num_tokens}, in={self.in_features}, out={self.out_features}"
