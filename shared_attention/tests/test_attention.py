@@ -178,6 +178,23 @@ def test_sdp_fully_masked_row_gives_zeros_on_both_paths(kind: str) -> None:
     assert torch.isfinite(gq).all()
 
 
+@pytest.mark.parametrize("finite_mask", [False, True])
+def test_sdp_grad_requiring_float_mask_vs_naive(finite_mask: bool) -> None:
+    """A learned bias (mask with grad) takes the explicit CPU path: values and all grads, incl. the mask's."""
+    q, k, v = qkv_tensors()
+    bias = (torch.randn(3, 5, 7, dtype=DT) * 2).requires_grad_(True)
+    out, attn = scaled_dot_product(q, k, v, attn_mask=bias, finite_mask=finite_mask)
+    assert attn is None
+    ref = naive_attention(q, k, v, bias)
+    torch.testing.assert_close(out, ref, **TOL)
+    g = torch.randn_like(ref)
+    params = [q, k, v, bias]
+    assert_grads_close(grads(out, params, g), grads(ref, params, g))
+    with torch.no_grad():  # inference keeps the fused path: same values
+        out_ng, _ = scaled_dot_product(q, k, v, attn_mask=bias, finite_mask=finite_mask)
+    torch.testing.assert_close(out_ng, ref.detach(), **TOL)
+
+
 def test_sdp_float32_mask_cast_for_lower_precision() -> None:
     q, k, v = (t.detach().float() for t in qkv_tensors())
     add = torch.randn(5, 7, dtype=torch.float64)

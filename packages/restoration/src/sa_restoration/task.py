@@ -105,7 +105,10 @@ class SRTask(TaskHooks):
         from .resize import bicubic_upscale
 
         s = self.cfg.model.upscale
-        sr = model(batch["lq"])  # (B, 3, H, W)
+        lq = batch["lq"]
+        # metrics in full precision even when training runs under bf16 autocast (train.amp)
+        with torch.autocast(lq.device.type, enabled=False):
+            sr = model(lq.float())  # (B, 3, H, W)
         out: dict[str, list[float]] = {"psnr_y": [], "ssim_y": [], "bicubic_psnr_y": []}
         for i in range(sr.shape[0]):
             pred, gt, lq = (to_numpy_image(t[i]) for t in (sr, batch["gt"], batch["lq"]))

@@ -193,7 +193,7 @@ class OverlappingCrossAttention(nn.Module):
 
         bias = self.relative_position_bias(rpi).to(q.dtype).unsqueeze(0)  # (1, h, M^2, Mo^2)
         out, _ = scaled_dot_product(
-            q, k, v, attn_mask=bias, scale=self.scale, need_weights=not self.use_sdpa
+            q, k, v, attn_mask=bias, scale=self.scale, need_weights=not self.use_sdpa, finite_mask=True
         )  # (B*nW, h, M^2, d)
         out = out.transpose(1, 2).reshape(Bw, Nq, C)  # (B*nW, M^2, C)
         return window_reverse(out, ws, H, W).reshape(B, H * W, C)  # (B, HW, C)

@@ -337,7 +337,8 @@ class WindowAttention(nn.Module):
         Args:
             x: Windows ``(B * nW, N, C)`` with ``N = Wh * Ww`` (from :func:`window_partition`).
             mask: Optional additive mask ``(nW, N, N)`` (e.g. :func:`shifted_window_mask`);
-                window ``i`` of the batch uses ``mask[i % nW]``.
+                window ``i`` of the batch uses ``mask[i % nW]``. Entries may be ``-inf`` but no
+                query may have all its keys masked (a token always sees itself in self-attention).
             need_weights: Also return the ``(B * nW, heads, N, N)`` attention probabilities.
 
         Returns:
@@ -354,8 +355,9 @@ class WindowAttention(nn.Module):
             nW = mask.shape[0]
             if B_ % nW != 0:
                 raise ValueError(f"batch of {B_} windows is not a multiple of nW={nW}")
-            combined = bias.unsqueeze(0) + mask.to(q.dtype).unsqueeze(1)  # (nW, h, N, N)
-            attn_mask = combined.unsqueeze(0).expand(B_ // nW, -1, -1, -1, -1).reshape(B_, h, N, N)
+            # broadcast over a (B, nW, ...) view instead of materialising a (B_, h, N, N) mask
+            attn_mask = bias.unsqueeze(0) + mask.to(q.dtype).unsqueeze(1)  # (nW, h, N, N)
+            q, k, v = (t.reshape(B_ // nW, nW, h, N, d) for t in (q, k, v))  # (B, nW, h, N, d)
         out, attn = scaled_dot_product(
             q,
             k,
@@ -364,7 +366,11 @@ class WindowAttention(nn.Module):
             dropout_p=self.attn_drop_p if self.training else 0.0,
             scale=self.scale,
             need_weights=need_weights or not self.use_sdpa,
-        )  # (B_, h, N, d)
+            finite_mask=True,  # bias + Swin's -100 shift mask: no row is fully masked
+        )  # (B_, h, N, d) or (B, nW, h, N, d)
+        out = out.reshape(B_, h, N, d)
+        if attn is not None:
+            attn = attn.reshape(B_, h, N, N)
         out = out.transpose(1, 2).reshape(B_, N, C)  # (B_, N, C)
         out = self.proj_drop(self.proj(out))  # (B_, N, C)
         if need_weights:
