@@ -295,7 +295,8 @@ async def _read_body(request: Request, cap: int, timeout_s: float) -> bytes:
                 raise _error(413, f"upload is over this route's limit of {cap:,} bytes (stopped reading)")
 
     try:
-        await asyncio.wait_for(pull(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await pull()
     except TimeoutError:
         raise _error(408, f"the upload did not arrive within {timeout_s:g} s") from None
     if not buf:
@@ -550,7 +551,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         except QueueFullError as exc:
             raise _error(503, str(exc), {"Retry-After": str(exc.retry_after)}) from None
         try:
-            return await asyncio.wait_for(_serve_one(sv, request), settings.timeout_s)
+            async with asyncio.timeout(settings.timeout_s):  # no extra task per request (unlike wait_for)
+                return await _serve_one(sv, request)
         except TimeoutError:
             raise _error(504, f"{domain}: no answer within the request timeout of {settings.timeout_s:g} s") from None
         finally:
