@@ -186,3 +186,45 @@ def test_max_rows_caps_a_merged_call():
         assert model.sizes == [1, 3, 2]  # a + c fit in 3 rows; b waits for the next call
     finally:
         w.close()
+
+
+def test_run_list_wakes_the_event_loop_once_per_batch():
+    """Awaited items: right answers, errors per request, and one call_soon_threadsafe per finished batch."""
+    import asyncio
+
+    model = _Doubler()
+    model.gate.clear()
+    w = ModelWorker("r", model, max_batch=8, max_wait_s=0.05, capacity=32)
+
+    async def main() -> tuple[list, int]:
+        loop = asyncio.get_running_loop()
+        calls = 0
+        orig = loop.call_soon_threadsafe
+
+        def counting(*args, **kwargs):
+            nonlocal calls
+            calls += 1
+            return orig(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        blocker = asyncio.ensure_future(w.run_list([0]))
+        await asyncio.to_thread(_wait_taken, w)
+        calls = 0  # to_thread itself completes through call_soon_threadsafe
+        tasks = [asyncio.ensure_future(w.run_list([i, i + 1])) for i in (1, 3, 5)]
+        bad = asyncio.ensure_future(w.run_list([7, "x"]))
+        while len(w._queue) < 4:
+            await asyncio.sleep(0.001)
+        model.gate.set()
+        await blocker
+        results = [await t for t in tasks]
+        with pytest.raises(InputError, match="numbers only"):
+            await bad
+        return results, calls
+
+    try:
+        results, calls = asyncio.run(main())
+    finally:
+        w.close()
+    assert [r[1]["scores"] for r in results] == [[2.0, 4.0], [6.0, 8.0], [10.0, 12.0]]
+    assert model.sizes == [1, 2, 2, 2]  # blocker; the merge is refused (one bad row): each good request alone
+    assert calls == 2  # the blocker's batch, then the merged batch of four requests

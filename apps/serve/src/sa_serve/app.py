@@ -570,7 +570,6 @@ def create_app(settings: ServeSettings) -> FastAPI:
         except UploadError as exc:
             raise _error(exc.status, f"{domain}: {exc}") from None
         list_rows = _as_rows(domain, raw)
-        fut: Any
         try:
             if list_rows is not None:
                 if not list_rows:
@@ -581,14 +580,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
                         f"{domain}: {len(list_rows):,} rows; the limit is "
                         f"{settings.limits.max_json_rows:,} per request",
                     )
-                fut = worker.submit_list(list_rows)
+                done, value = await worker.run_list(list_rows)
             else:
                 batch = await run_in_threadpool(pred.preprocess, raw)
-                fut = worker.submit_tensor(batch)
-            try:
-                done, value = await asyncio.wrap_future(fut)
-            finally:
-                fut.cancel()  # a timed-out request leaves the queue (no-op once running or done)
+                done, value = await worker.run_tensor(batch)
             result = value if done else await run_in_threadpool(pred.postprocess, value)
         except InputError as exc:
             raise _error(422, f"{domain}: {exc}") from None

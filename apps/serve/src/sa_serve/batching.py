@@ -13,10 +13,15 @@ then :meth:`ModelWorker.submit` puts them on the queue. A worker thread takes th
   ``preprocess -> predict -> postprocess`` once and splits every list in the response back by request. If the
   concatenation is refused (one bad request), each request is retried alone so only the bad one gets the error.
 * Anything else runs alone.
+
+From asyncio code, :meth:`ModelWorker.run_list` / :meth:`ModelWorker.run_tensor` queue an item and await its
+answer; a finished batch wakes each waiting event loop once (one ``call_soon_threadsafe`` per batch, not one per
+request as ``asyncio.wrap_future`` would).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -143,6 +148,36 @@ class _Item:
     rows: int
     key: Hashable | None
     future: Future[tuple[bool, Any]] = field(default_factory=Future)
+    loop: asyncio.AbstractEventLoop | None = None  # set by run_list / run_tensor: the awaiting loop
+    aio: asyncio.Future[tuple[bool, Any]] | None = None
+
+
+def _deliver(items: Sequence[_Item]) -> None:
+    """On the event loop: copies each finished concurrent future into the asyncio future awaiting it."""
+    for it in items:
+        if it.aio is None or it.aio.done():
+            continue
+        if not it.future.done():
+            it.aio.set_exception(RuntimeError("internal error: batch finished without an answer"))
+        elif it.future.cancelled():
+            it.aio.cancel()
+        elif (exc := it.future.exception()) is not None:
+            it.aio.set_exception(exc)
+        else:
+            it.aio.set_result(it.future.result())
+
+
+def _notify(items: Sequence[_Item]) -> None:
+    """Wakes every event loop that awaits some of ``items`` once (from a worker thread)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
+    for it in items:
+        if it.loop is not None:
+            by_loop.setdefault(it.loop, []).append(it)
+    for loop, its in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_deliver, its)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
 
 
 @dataclass
@@ -244,14 +279,35 @@ class ModelWorker:
 
     def submit_tensor(self, batch: Any) -> Future[tuple[bool, Any]]:
         """Queues a preprocessed batch; the future gives ``(False, output_slice)`` (not yet postprocessed)."""
-        sig = batch_signature(batch) if self.max_batch > 1 else None
-        item = _Item("tensor" if sig else "single", batch, sig[1] if sig else 1, sig[0] if sig else None)
-        return self._put(item)
+        return self._put(self._tensor_item(batch))
 
     def submit_list(self, rows: list[Any]) -> Future[tuple[bool, Any]]:
         """Queues a raw list of rows (ranking); the future gives ``(True, response)`` (already postprocessed)."""
-        item = _Item("list", rows, len(rows), ("list",) if self.max_batch > 1 else None)
-        return self._put(item)
+        return self._put(self._list_item(rows))
+
+    def _tensor_item(self, batch: Any) -> _Item:
+        sig = batch_signature(batch) if self.max_batch > 1 else None
+        return _Item("tensor" if sig else "single", batch, sig[1] if sig else 1, sig[0] if sig else None)
+
+    def _list_item(self, rows: list[Any]) -> _Item:
+        return _Item("list", rows, len(rows), ("list",) if self.max_batch > 1 else None)
+
+    async def run_tensor(self, batch: Any) -> tuple[bool, Any]:
+        """:meth:`submit_tensor`, awaited on the running event loop: ``(False, output_slice)``."""
+        return await self._await(self._tensor_item(batch))
+
+    async def run_list(self, rows: list[Any]) -> tuple[bool, Any]:
+        """:meth:`submit_list`, awaited on the running event loop: ``(True, response)``."""
+        return await self._await(self._list_item(rows))
+
+    async def _await(self, item: _Item) -> tuple[bool, Any]:
+        item.loop = asyncio.get_running_loop()
+        item.aio = item.loop.create_future()
+        self._put(item)
+        try:
+            return await item.aio
+        finally:
+            item.future.cancel()  # a timed-out request leaves the queue (no-op once running or done)
 
     def _put(self, item: _Item) -> Future[tuple[bool, Any]]:
         with self._cond:
@@ -271,6 +327,7 @@ class ModelWorker:
         for it in pending:
             if it.future.set_running_or_notify_cancel():
                 it.future.set_exception(RuntimeError(f"{self.domain}: server shutting down"))
+        _notify(pending)
         for t in self._threads:
             t.join(timeout=5)
 
@@ -319,6 +376,8 @@ class ModelWorker:
                 for it in live:
                     if not it.future.done():
                         it.future.set_exception(exc)
+            finally:
+                _notify(live)
             dt = time.perf_counter() - t0
             self._ewma_batch_s = 0.8 * self._ewma_batch_s + 0.2 * dt
             self.stats.batches += 1
