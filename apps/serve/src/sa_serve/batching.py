@@ -22,6 +22,7 @@ request as ``asyncio.wrap_future`` would).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -174,10 +175,8 @@ def _notify(items: Sequence[_Item]) -> None:
         if it.loop is not None:
             by_loop.setdefault(it.loop, []).append(it)
     for loop, its in by_loop.items():
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
             loop.call_soon_threadsafe(_deliver, its)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
 
 
 @dataclass
