@@ -45,7 +45,7 @@ def load_class(target: str) -> type[Any]:
             obj = getattr(obj, part)
         except AttributeError as exc:
             raise ImportError(f"{target}: {module_name} has no attribute {attr!r}") from exc
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         fmt, root, label_dir = cfg.data.val_format, cfg.data.val_dir, cfg.data.val_label_dir
     if not root:
         raise SystemExit("error: give --dir (and --format) of the evaluation volumes")
-    vols = load_volumes(fmt or "h5", root, pred.windowing, label_dir)  # type: ignore[arg-type]
+    vols = load_volumes(fmt or "h5", root, pred.windowing, label_dir)
     res = evaluate_volumes(pred, vols, args.save)
     table = {"model": res["model"]} | ({"multi-Otsu": res["baseline"]} if "baseline" in res else {})
     print(f"{res['volumes']} volume(s) from {root}; Dice and HD95 (mm) per class:")

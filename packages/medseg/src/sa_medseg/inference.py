@@ -38,7 +38,7 @@ def predict_slices(
         ph, pw = max(0, roi[0] - H), max(0, roi[1] - W)
         x = F.pad(slices, (0, pw, 0, ph))
         out = sliding_window_inference(x, roi, sw_batch_size=4, predictor=model, overlap=overlap, mode="gaussian")
-        return out[..., :H, :W]  # type: ignore[index]
+        return out[..., :H, :W]  # type: ignore[call-overload]
     ph, pw = (-H) % multiple, (-W) % multiple
     x = F.pad(slices, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))  # (B, 1, H', W') centred
     out = model(x)  # (B, C, H', W')

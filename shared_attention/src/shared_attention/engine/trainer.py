@@ -285,11 +285,11 @@ class _Trainer:
         self.train_ds: Dataset[Any] = train_ds
         self.val_ds = val_ds
         self.sampler = ResumableSampler(
-            train_ds,
+            train_ds,  # type: ignore[arg-type]
             shuffle=True,
             seed=cfg.seed,
             rank=ctx.rank,
-            world_size=ctx.world_size,  # type: ignore[arg-type]
+            world_size=ctx.world_size,
         )
         hook = getattr(self.task, "collate_fn", None)
         self.collate = hook() if callable(hook) else None

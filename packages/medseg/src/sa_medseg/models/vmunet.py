@@ -218,7 +218,7 @@ class VSSM(nn.Module):
         """Switches every SS2D between the fast scan and the sequential reference."""
         for m in self.modules():
             if hasattr(m, "scan_impl"):
-                m.scan_impl = impl
+                m.scan_impl = impl  # type: ignore[assignment]
 
     def forward(self, x: Tensor) -> Tensor:
         """Segment.
@@ -272,8 +272,8 @@ class VMUNet(nn.Module):
             depths=depths,
             depths_decoder=depths_decoder,
             drop_path_rate=drop_path_rate,
-            **vssm_kwargs,
-        )  # type: ignore[arg-type]
+            **vssm_kwargs,  # type: ignore[arg-type]
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` -> ``(B, num_classes, H, W)`` logits (probabilities when ``num_classes == 1``)."""
