@@ -163,6 +163,23 @@ def test_bf16_autocast_trains_on_cpu(tmp_path):
         fit(PointerTask(bad), bad.train, bad)
 
 
+@pytest.mark.parametrize("full_precision", [False, True])
+def test_full_precision_eval_leaves_the_training_autocast(tmp_path, full_precision):
+    """A task with ``full_precision_eval`` validates in float32 under train.amp=bf16; others under autocast."""
+    seen: list[torch.dtype] = []
+
+    class Task(PointerTask):
+        full_precision_eval = full_precision
+
+        def validation_step(self, model, batch):
+            seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+            return super().validation_step(model, batch)
+
+    cfg = _cfg(tmp_path, "train.max_steps=2", "train.batch_size=16", "train.amp=bf16", "train.eval_every=2")
+    fit(Task(cfg), cfg.train, cfg)
+    assert seen and set(seen) == {torch.float32 if full_precision else torch.bfloat16}
+
+
 def test_time_budget_stops_with_eval_and_checkpoint(tmp_path):
     cfg = _cfg(tmp_path, "train.max_steps=100000", "train.batch_size=16", "train.max_minutes=0.001",
                "train.eval_every=0")

@@ -53,6 +53,8 @@ class SegTask(TaskHooks):
         cfg: the medseg config.
     """
 
+    full_precision_eval = True  # PSNR/Dice of the validation pick the best weights: no bf16 rounding there
+
     name = "medseg"
 
     def __init__(self, cfg: SegConfig) -> None:
@@ -111,10 +113,9 @@ class SegTask(TaskHooks):
         for i in range(batch["image"].shape[0]):
             image, label = batch["image"][i], batch["label"][i].cpu().numpy()  # (S, H, W)
             spacing = [float(s) for s in batch["spacing"][i]]
-            with torch.autocast(image.device.type, enabled=False):  # metrics in full precision under train.amp
-                pred = segment_volume(
-                    model, image.float(), multiple=input_multiple(model), mode=d.inference, roi=d.patch_size
-                ).numpy()
+            pred = segment_volume(
+                model, image, multiple=input_multiple(model), mode=d.inference, roi=d.patch_size
+            ).numpy()
             for c, m in per_class_metrics(pred, label, C, spacing).items():
                 out.setdefault(f"dice_{c}", []).append(m["dice"])
                 out.setdefault(f"hd95_{c}", []).append(m["hd95"])

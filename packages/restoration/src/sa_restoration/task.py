@@ -58,6 +58,8 @@ class SRTask(TaskHooks):
             (e.g. x2 weights to fine-tune x4, as the paper does).
     """
 
+    full_precision_eval = True  # PSNR/Dice of the validation pick the best weights: no bf16 rounding there
+
     name = "restoration"
 
     def __init__(self, cfg: SRConfig, init_weights: str | Path | None = None) -> None:
@@ -105,10 +107,7 @@ class SRTask(TaskHooks):
         from .resize import bicubic_upscale
 
         s = self.cfg.model.upscale
-        lq = batch["lq"]
-        # metrics in full precision even when training runs under bf16 autocast (train.amp)
-        with torch.autocast(lq.device.type, enabled=False):
-            sr = model(lq.float())  # (B, 3, H, W)
+        sr = model(batch["lq"])  # (B, 3, H, W)
         out: dict[str, list[float]] = {"psnr_y": [], "ssim_y": [], "bicubic_psnr_y": []}
         for i in range(sr.shape[0]):
             pred, gt, lq = (to_numpy_image(t[i]) for t in (sr, batch["gt"], batch["lq"]))

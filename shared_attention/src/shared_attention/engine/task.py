@@ -51,7 +51,14 @@ class TrainTask(Protocol):
 
 
 class TaskHooks:
-    """Optional hooks with their defaults; subclass it in a task to override some."""
+    """Optional hooks with their defaults; subclass it in a task to override some.
+
+    Attributes:
+        full_precision_eval: Run validation outside the training autocast (``train.amp``), in the model's own
+            float32, so the metrics that pick the best checkpoint (e.g. PSNR, Dice) carry no bf16 rounding.
+    """
+
+    full_precision_eval: bool = False
 
     def collate_fn(self) -> Callable[[list[Any]], Any] | None:
         """A collate function for both loaders (``None``: torch's default)."""

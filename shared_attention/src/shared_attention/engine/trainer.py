@@ -439,10 +439,11 @@ class _Trainer:
         )
         outputs: list[dict[str, torch.Tensor]] = []
         ctx = self.ema.applied(model) if self.ema is not None else contextlib.nullcontext()
+        full = getattr(self.task, "full_precision_eval", False)
         with ctx:
             for batch in loader:
                 batch = move_to_device(batch, self.device)
-                with self.autocast:
+                with contextlib.nullcontext() if full else self.autocast:
                     outputs.append(_detach_cpu(self.task.validation_step(model, batch)))
         gathered = [o for part in all_gather_objects(self.ctx, outputs) for o in part]
         metrics = {k: float(v) for k, v in self.task.metrics(gathered).items()}
