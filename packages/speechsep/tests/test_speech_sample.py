@@ -35,6 +35,8 @@ def test_held_out_pair_is_speaker_disjoint(tmp_path):
         test=3,
         seconds=1.0,
         espeak_voices=0,
+        festival_voices=0,
+        prompt_packages={},
         test_speakers=("fr_CA_f_B", "it_IT_m_C"),
         progress=False,
     )
@@ -52,3 +54,73 @@ def test_held_out_pair_is_speaker_disjoint(tmp_path):
     assert item["mix"].abs().max() <= 0.9 + 1e-3
     DynamicMixDataset(tmp_path / "out" / "sources", segment_seconds=0.5, length=2)[0]
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["test_speakers"] == ["fr_CA_f_B", "it_IT_m_C"]
+
+
+def test_gsm_prompts_are_decoded_with_sox(tmp_path):
+    import shutil
+    import subprocess
+
+    import pytest
+    from sa_speechsep.sample import _load_prompts
+
+    if shutil.which("sox") is None:
+        pytest.fail("sox is missing: scripts/system-packages installs it")
+    t = np.arange(8000) / 8000
+    sf.write(str(tmp_path / "a.wav"), (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), 8000)
+    subprocess.run(["sox", str(tmp_path / "a.wav"), "-r", "8000", "-c", "1", str(tmp_path / "a.gsm")], check=True)
+    utts = _load_prompts([tmp_path / "a.gsm", tmp_path / "a.wav"], 8000)
+    assert len(utts) == 2 and all(abs(len(u) - 8000) <= 160 for u in utts)
+    # wav files first, then the decoded GSM: lossy, but the 150 Hz tone survives
+    u = utts[1]
+    assert abs(np.abs(np.fft.rfft(u)).argmax() * 8000 / len(u) - 150.0) < 5.0
+
+
+def test_virtual_speakers_by_speed(tmp_path):
+    t = np.arange(8000) / 8000
+    for spk, f0 in (("a", 200.0), ("b", 300.0)):
+        (tmp_path / spk).mkdir()
+        sf.write(str(tmp_path / spk / "u.wav"), (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), 8000)
+    ds = DynamicMixDataset(
+        tmp_path, segment_seconds=0.5, length=8, speed_range=(1.0, 1.0), speaker_speeds=(0.8, 1.0), seed=3
+    )
+    assert ds.names == ["a", "a@0.8", "b", "b@0.8"]
+    rng = np.random.default_rng(0)
+    x = ds._utterance(rng, "a@0.8")
+    freq = np.abs(np.fft.rfft(x)).argmax() * 8000 / len(x)
+    assert abs(freq - 160.0) < 5.0  # 200 Hz played at 0.8x speed
+    y = ds._utterance(rng, "a")
+    assert abs(np.abs(np.fft.rfft(y)).argmax() * 8000 / len(y) - 200.0) < 5.0
+    a, b = ds[5], ds[5]
+    assert np.array_equal(a["mix"].numpy(), b["mix"].numpy())
+    import pytest
+
+    with pytest.raises(ValueError, match="speaker_speeds"):
+        DynamicMixDataset(tmp_path, speaker_speeds=(0.8, 0.8))
+
+
+def test_speaker_weights_and_distinct_folders(tmp_path):
+    t = np.arange(4000) / 8000
+    for spk in ("real_a", "real_b", "espeak_c", "espeak_d"):
+        (tmp_path / spk).mkdir()
+        sf.write(str(tmp_path / spk / "u.wav"), (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 8000)
+    ds = DynamicMixDataset(
+        tmp_path, segment_seconds=0.25, length=400, speaker_speeds=(0.9, 1.0), speaker_weights={"espeak_*": 0.0}
+    )
+    assert sorted(set(ds.names)) == ds.names and len(ds.names) == 8
+    # weight 0: only the two real folders are ever drawn, never a folder against its own shifted copy
+    drawn, real = [], ds._utterance
+
+    def spy(rng, speaker):
+        drawn.append(speaker)
+        return real(rng, speaker)
+
+    ds._utterance = spy
+    for i in range(40):
+        ds[i]
+    pairs = {tuple(sorted(ds.virtual[n][0] for n in drawn[k : k + 2])) for k in range(0, len(drawn), 2)}
+    assert pairs == {("real_a", "real_b")}
+    assert {"real_a", "real_a@0.9"} <= set(drawn)
+    import pytest
+
+    with pytest.raises(ValueError, match="positive weight"):
+        DynamicMixDataset(tmp_path, speaker_weights={"*": 0.0})

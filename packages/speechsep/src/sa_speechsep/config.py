@@ -44,7 +44,9 @@ class SepDataConfig:
         val_segment_seconds: validation crop (``null``: whole utterances, use ``eval_batch_size: 1``).
         max_val_items: evaluate on at most this many validation mixtures (0: all).
         dynamic_length: virtual items per epoch of dynamic mixing. gain_db / speed_min / speed_max: dynamic
-            mixing gains and speed perturbation.
+            mixing gains and speed perturbation. speaker_speeds: dynamic mixing turns each speaker into one
+            virtual speaker per factor (pitch/tempo shifted by resampling; ``[1.0]``: off). speaker_weights:
+            dynamic mixing draws speaker folders matching a pattern with that weight (``{"espeak_*": 0.2}``).
     """
 
     train: str = "data/speech-sample/tr"
@@ -59,6 +61,8 @@ class SepDataConfig:
     gain_db: float = 2.5
     speed_min: float = 0.95
     speed_max: float = 1.05
+    speaker_speeds: list[float] = field(default_factory=lambda: [1.0])
+    speaker_weights: dict[str, float] = field(default_factory=dict)
 
 
 def _default_train() -> TrainConfig:

@@ -15,6 +15,8 @@ Items are dicts ``{"mix": (T,), "sources": (S, T)}`` (float32 tensors).
 from __future__ import annotations
 
 import csv
+import fnmatch
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +172,11 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
             ``(1, 1)``: off.
         length: virtual number of items per epoch. seed: mixing seed.
         speakers: restrict to these speaker folder names.
+        speaker_speeds: each speaker folder becomes one virtual speaker per factor (named ``spk@0.85``): its
+            utterances are resampled by the factor (below 1: slower and lower-pitched, formants lowered too),
+            on top of ``speed_range``. More, more varied speakers for small speaker pools; ``(1.0,)``: off.
+        speaker_weights: sampling weight per speaker folder, by ``fnmatch`` pattern (first match wins, default
+            1), e.g. ``{"espeak_*": 0.2}`` draws synthetic voices less often than real ones.
     """
 
     def __init__(
@@ -183,6 +190,8 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
         length: int = 20000,
         seed: int = 0,
         speakers: list[str] | None = None,
+        speaker_speeds: tuple[float, ...] | list[float] = (1.0,),
+        speaker_weights: Mapping[str, float] | None = None,
     ) -> None:
         root = Path(speakers_dir)
         if not root.is_dir():
@@ -196,7 +205,24 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
                 self.files[d.name] = wavs
         if len(self.files) < num_spks:
             raise ValueError(f"{root}: {len(self.files)} speaker folders with .wav files, need >= {num_spks}")
-        self.names = sorted(self.files)
+        speeds = tuple(float(f) for f in speaker_speeds)
+        if not speeds or any(not 0.5 <= f <= 2.0 for f in speeds) or len(set(speeds)) != len(speeds):
+            raise ValueError(f"speaker_speeds: need distinct factors in [0.5, 2], got {list(speaker_speeds)}")
+        # virtual speaker name -> (speaker folder, speed factor)
+        self.virtual: dict[str, tuple[str, float]] = {
+            (name if f == 1.0 else f"{name}@{f:g}"): (name, f) for name in sorted(self.files) for f in speeds
+        }
+        self.names = sorted(self.virtual)
+        weights = []
+        for name in self.names:
+            folder = self.virtual[name][0]
+            w = next((float(v) for k, v in (speaker_weights or {}).items() if fnmatch.fnmatchcase(folder, k)), 1.0)
+            if not w >= 0:
+                raise ValueError(f"speaker_weights: weight of {folder!r} must be >= 0, got {w}")
+            weights.append(w)
+        if len({self.virtual[n][0] for n, w in zip(self.names, weights, strict=True) if w > 0}) < num_spks:
+            raise ValueError(f"speaker_weights: fewer than {num_spks} speakers with a positive weight")
+        self.probs = np.asarray(weights) / sum(weights)
         self.num_spks = num_spks
         self.sample_rate = sample_rate
         self.segment = int(round(segment_seconds * sample_rate))
@@ -209,18 +235,19 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
         return self.length
 
     def _utterance(self, rng: np.random.Generator, speaker: str) -> np.ndarray:
-        files = self.files[speaker]
+        folder, factor = self.virtual[speaker]
+        files = self.files[folder]
         pieces, total = [], 0
         # concatenate random utterances of the speaker until the segment is filled (short prompts)
         while total < self.segment:
             x = load_mono(files[int(rng.integers(len(files)))], self.sample_rate)
             lo, hi = self.speed_range
-            if hi > lo:
-                # factors on a 2.5 % grid keep the resampling ratio small (short polyphase filters)
-                step = self.sample_rate // 40
-                orig = int(round(self.sample_rate * float(rng.uniform(lo, hi)) / step)) * step
-                if orig != self.sample_rate:
-                    x = resample(x, orig, self.sample_rate)
+            speed = factor * (float(rng.uniform(lo, hi)) if hi > lo else 1.0)
+            # factors on a 2.5 % grid keep the resampling ratio small (short polyphase filters)
+            step = self.sample_rate // 40
+            orig = int(round(self.sample_rate * speed / step)) * step
+            if orig != self.sample_rate:
+                x = resample(x, orig, self.sample_rate)
             gap = np.zeros(int(rng.integers(0, self.sample_rate // 4)), dtype=np.float32)
             pieces += [x, gap]
             total += len(x) + len(gap)
@@ -232,8 +259,14 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, index])
-        spk = rng.choice(len(self.names), size=self.num_spks, replace=False)
-        sources = [self._utterance(rng, self.names[int(i)]) for i in spk]
+        # distinct speaker folders (never one voice against its own speed-shifted copy)
+        probs, spk = self.probs.copy(), []
+        for _ in range(self.num_spks):
+            i = int(rng.choice(len(self.names), p=probs / probs.sum()))
+            spk.append(i)
+            folder = self.virtual[self.names[i]][0]
+            probs[[j for j, n in enumerate(self.names) if self.virtual[n][0] == folder]] = 0.0
+        sources = [self._utterance(rng, self.names[i]) for i in spk]
         mix = np.sum(sources, axis=0)
         peak = float(np.abs(mix).max()) + 1e-8
         scale = 0.9 / peak * float(rng.uniform(0.25, 1.0))

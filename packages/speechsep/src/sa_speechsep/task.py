@@ -45,7 +45,13 @@ class SepTask(TaskHooks):
         d, spk = self.cfg.data, self.cfg.model.num_spks
         dynamic: dict[str, Any] = {}
         if d.train_kind == "dynamic":
-            dynamic = {"gain_db": d.gain_db, "speed_range": (d.speed_min, d.speed_max), "length": d.dynamic_length}
+            dynamic = {
+                "gain_db": d.gain_db,
+                "speed_range": (d.speed_min, d.speed_max),
+                "length": d.dynamic_length,
+                "speaker_speeds": tuple(d.speaker_speeds),
+                "speaker_weights": dict(d.speaker_weights),
+            }
         train = build_dataset(
             d.train,
             kind=d.train_kind,
