@@ -14,7 +14,7 @@ computes the task token's query, attention row and FFN only (sec. 4.4) and gives
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -35,6 +35,7 @@ __all__ = [
     "LogisticRegression",
     "build_model",
     "make_ebc",
+    "FeatureDropout",
 ]
 
 Arch = Literal["hiformer", "dcnv2", "lr"]
@@ -59,6 +60,10 @@ class ModelConfig:
         embedding_init_scale: embedding rows start uniform in ``[-s, s]`` (``null``: torchrec's default
             ``sqrt(1 / rows)``). ``0`` starts them at zero, so ids never seen in training stay neutral instead of
             random: Hiformer layer-normalises its tokens, which turns a small random row into full-scale noise.
+        feature_dropout: ID dropout, ``{feature: rate}``: while training, each listed sparse feature's pooled
+            embedding is replaced by zeros for that fraction of the examples (no rescaling: with
+            ``embedding_init_scale: 0`` an id never seen in training *is* a zero row). Teaches the model a
+            fallback for cold ids, e.g. ``{user: 0.5}`` when most evaluation users are new.
     """
 
     arch: Arch = "hiformer"
@@ -77,6 +82,41 @@ class ModelConfig:
     cross_rank: int = 32
     prune_serving: bool = True
     embedding_init_scale: float | None = None
+    feature_dropout: dict[str, float] = field(default_factory=dict)
+
+
+class FeatureDropout(nn.Module):
+    """ID dropout on pooled sparse embeddings ``(B, S w)``: zeroes feature ``s`` of an example with ``rates[s]``.
+
+    Identity in eval mode and when every rate is 0. No rescaling (zero is the "unknown id" embedding).
+
+    Args:
+        schema: the features (order of the ``S`` pooled embeddings). rates: ``{feature name: rate in [0, 1)}``.
+        width: embedding width ``w`` of every feature.
+    """
+
+    def __init__(self, schema: Schema, rates: dict[str, float], width: int) -> None:
+        super().__init__()
+        names = [f.name for f in schema.sparse]
+        unknown = sorted(set(rates) - set(names))
+        if unknown:
+            raise ValueError(f"model.feature_dropout: unknown sparse feature(s) {unknown}; features: {names}")
+        bad = {k: v for k, v in rates.items() if not 0.0 <= float(v) < 1.0}
+        if bad:
+            raise ValueError(f"model.feature_dropout: rates must be in [0, 1), got {bad}")
+        self.rates = [float(rates.get(n, 0.0)) for n in names]
+        self.width = width
+
+    def forward(self, emb: Tensor) -> Tensor:
+        if not self.training or not any(self.rates):
+            return emb
+        b, s = emb.shape[0], len(self.rates)
+        rates = torch.tensor(self.rates, dtype=emb.dtype, device=emb.device)  # (S,)
+        keep = (torch.rand(b, s, device=emb.device, dtype=emb.dtype) >= rates).to(emb.dtype)  # (B, S)
+        return (emb.reshape(b, s, self.width) * keep.unsqueeze(-1)).reshape(b, s * self.width)  # (B, S w)
+
+    def extra_repr(self) -> str:
+        return f"rates={self.rates}"
 
 
 def make_ebc(
@@ -203,13 +243,14 @@ class Hiformer(nn.Module):
         self.embedding_dim = d
         self.prune = False
         self.ebc = make_ebc(schema, d, device, cfg.embedding_init_scale)
+        self.feature_dropout = FeatureDropout(schema, cfg.feature_dropout, d)
         self.dense_proj = nn.Linear(self.num_dense, self.dense_tokens * d) if self.dense_tokens else None
         self.task_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.encoder = HiformerEncoder(self.num_tokens, cfg)
 
     def tokens(self, dense: Tensor, sparse: KeyedJaggedTensor) -> Tensor:
         """``(B, L, d)``: task token, sparse embeddings, dense tokens."""
-        emb = self.ebc(sparse).values()  # (B, S d)
+        emb = self.feature_dropout(self.ebc(sparse).values())  # (B, S d)
         b = emb.shape[0]
         parts = [self.task_token.expand(b, -1, -1), emb.reshape(b, self.num_sparse, self.embedding_dim)]
         if self.dense_proj is not None:
@@ -230,12 +271,13 @@ class DCNv2(nn.Module):
         from torchrec.modules.crossnet import LowRankCrossNet
 
         self.ebc = make_ebc(schema, cfg.embedding_dim, device, cfg.embedding_init_scale)
+        self.feature_dropout = FeatureDropout(schema, cfg.feature_dropout, cfg.embedding_dim)
         width = len(schema.dense) + len(schema.sparse) * cfg.embedding_dim
         self.cross = LowRankCrossNet(width, cfg.cross_layers, cfg.cross_rank)
         self.deep = _mlp_tower(width, cfg.mlp_dims, cfg.dropout)
 
     def forward(self, dense: Tensor, sparse: KeyedJaggedTensor) -> Tensor:
-        x = torch.cat([dense, self.ebc(sparse).values()], dim=1)  # (B, D + S d)
+        x = torch.cat([dense, self.feature_dropout(self.ebc(sparse).values())], dim=1)  # (B, D + S d)
         return self.deep(self.cross(x)).squeeze(-1)  # (B,)
 
 
@@ -251,11 +293,12 @@ class LogisticRegression(nn.Module):
     def __init__(self, schema: Schema, cfg: ModelConfig, device: torch.device | str | None = None) -> None:
         super().__init__()
         self.ebc = make_ebc(schema, self.table_width, device, cfg.embedding_init_scale)
+        self.feature_dropout = FeatureDropout(schema, cfg.feature_dropout, self.table_width)
         self.linear = nn.Linear(len(schema.dense), 1) if schema.dense else None
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, dense: Tensor, sparse: KeyedJaggedTensor) -> Tensor:
-        logit = self.ebc(sparse).values().sum(1) + self.bias  # (B,)
+        logit = self.feature_dropout(self.ebc(sparse).values()).sum(1) + self.bias  # (B,)
         if self.linear is not None:
             logit = logit + self.linear(dense).squeeze(-1)
         return logit

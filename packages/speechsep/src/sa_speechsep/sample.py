@@ -11,7 +11,8 @@ packages are skipped (the manifest lists the speakers actually used).
 One speaker pair (default: two real female speakers, the French-Canadian ``June`` and the Italian ``Menardi``)
 is held out: it appears only in ``tt``, so the test set is speaker-disjoint. The only real male prompt voice
 (Carlo) stays in training: holding him out (the default before 2026-12) left the training pool without a single
-real male voice, and models trained on it did not separate the held-out pair at all (SI-SDRi below 0 dB). Layout (WSJ0-2mix style, readable by ``Wsj0MixDataset``)::
+real male voice, and models trained on it did not separate the held-out pair at all (SI-SDRi below 0 dB).
+Layout (WSJ0-2mix style, readable by ``Wsj0MixDataset``)::
 
     OUT/tr/{mix,s1,s2}/*.wav    training mixtures (training speakers, 90 % of their utterances)
     OUT/cv/{mix,s1,s2}/*.wav    validation mixtures (training speakers, the other 10 % of utterances)

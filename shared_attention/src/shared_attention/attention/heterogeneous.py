@@ -29,8 +29,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .multihead import scaled_dot_product
 
 __all__ = ["PerTokenLinear", "PerTokenMlp", "HeterogeneousAttention", "QueryIndex"]
 
@@ -188,7 +189,7 @@ class HeterogeneousAttention(nn.Module):
         q = self.q(xq, idx).reshape(b, lq, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, Lq, d_k)
         k, v = self.keys_values(x)  # (B, H, L, d_k)
         p = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, Lq, d_k)
+        out, _ = scaled_dot_product(q, k, v, dropout_p=p)  # (B, H, Lq, d_k)
         out = out.transpose(1, 2).reshape(b, lq, self.num_heads * self.head_dim)  # (B, Lq, H d_k)
         return self.o(out, idx)  # (B, Lq, d)
 
