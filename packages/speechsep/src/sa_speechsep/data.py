@@ -223,6 +223,8 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
         if len({self.virtual[n][0] for n, w in zip(self.names, weights, strict=True) if w > 0}) < num_spks:
             raise ValueError(f"speaker_weights: fewer than {num_spks} speakers with a positive weight")
         self.probs = np.asarray(weights) / sum(weights)
+        folders = sorted(self.files)
+        self._folder_index = np.asarray([folders.index(self.virtual[n][0]) for n in self.names])
         self.num_spks = num_spks
         self.sample_rate = sample_rate
         self.segment = int(round(segment_seconds * sample_rate))
@@ -264,8 +266,7 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
         for _ in range(self.num_spks):
             i = int(rng.choice(len(self.names), p=probs / probs.sum()))
             spk.append(i)
-            folder = self.virtual[self.names[i]][0]
-            probs[[j for j, n in enumerate(self.names) if self.virtual[n][0] == folder]] = 0.0
+            probs[self._folder_index == self._folder_index[i]] = 0.0
         sources = [self._utterance(rng, self.names[i]) for i in spk]
         mix = np.sum(sources, axis=0)
         peak = float(np.abs(mix).max()) + 1e-8

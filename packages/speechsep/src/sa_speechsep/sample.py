@@ -113,22 +113,19 @@ def _package_files(package: str) -> list[Path]:
 
 def _load_prompts(files: list[Path], sr: int) -> list[np.ndarray]:
     """Loads prompt files; GSM 6.10 files are decoded with sox (skipped when sox is missing)."""
-    from .audio import load_mono
-
     wavs = [f for f in files if f.suffix == ".wav"]
     gsms = [f for f in files if f.suffix == ".gsm"]
-    utts = _load_real(wavs, sr) if wavs else []
+    utts = _load_real(wavs, sr)
     sox = shutil.which("sox")
     if gsms and sox is not None:
         with tempfile.TemporaryDirectory() as tmp:
+            decoded = []
             for i, f in enumerate(gsms):
                 wav = Path(tmp) / f"{i}.wav"
                 cmd = [sox, "-q", str(f), "-r", str(sr), "-c", "1", "-b", "16", str(wav)]
-                if subprocess.run(cmd, capture_output=True, check=False).returncode != 0:
-                    continue
-                x = _trim(load_mono(wav, sr), sr)
-                if len(x) >= _MIN_SECONDS * sr:
-                    utts.append(x)
+                if subprocess.run(cmd, capture_output=True, check=False).returncode == 0:
+                    decoded.append(wav)
+            utts += _load_real(decoded, sr)
     return utts
 
 
@@ -146,6 +143,7 @@ def _trim(x: np.ndarray, sr: int) -> np.ndarray:
 
 
 def _load_real(files: list[Path], sr: int) -> list[np.ndarray]:
+    """Loads, trims and keeps the utterances of at least ``_MIN_SECONDS`` (unreadable files skipped)."""
     from .audio import load_mono
 
     utts = []
@@ -164,35 +162,28 @@ def _espeak_texts(words: list[str], count: int, rng: np.random.Generator) -> lis
 
 
 def _synthesise(voice: tuple[str, str, int], texts: list[str], sr: int, rng: np.random.Generator) -> list[np.ndarray]:
-    from .audio import load_mono
-
     exe = shutil.which("espeak-ng")
     if exe is None:
         return []
     lang, variant, pitch = voice
-    utts = []
     with tempfile.TemporaryDirectory() as tmp:
+        wavs = []
         for i, text in enumerate(texts):
             wav = Path(tmp) / f"{i}.wav"
             speed = int(rng.integers(140, 185))
             cmd = [exe, "-v", f"{lang}+{variant}", "-p", str(pitch), "-s", str(speed), "-w", str(wav), text]
-            if subprocess.run(cmd, capture_output=True, check=False).returncode != 0 or not wav.is_file():
-                continue
-            x = _trim(load_mono(wav, sr), sr)
-            if len(x) >= _MIN_SECONDS * sr:
-                utts.append(x)
-    return utts
+            if subprocess.run(cmd, capture_output=True, check=False).returncode == 0 and wav.is_file():
+                wavs.append(wav)
+        return _load_real(wavs, sr)
 
 
 def _festival(voice: str, texts: list[str], sr: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Synthesises ``texts`` with a Festival voice (random duration stretch 0.85-1.2); ``[]`` if unavailable."""
-    from .audio import load_mono
-
     exe = shutil.which("text2wave")
     if exe is None:
         return []
-    utts: list[np.ndarray] = []
     with tempfile.TemporaryDirectory() as tmp:
+        wavs = []
         for i, text in enumerate(texts):
             txt, wav = Path(tmp) / f"{i}.txt", Path(tmp) / f"{i}.wav"
             txt.write_text(text + "\n", encoding="utf-8")
@@ -203,10 +194,8 @@ def _festival(voice: str, texts: list[str], sr: int, rng: np.random.Generator) -
                 if i == 0:
                     return []  # voice not installed (or crashing): skip it
                 continue
-            x = _trim(load_mono(wav, sr), sr)
-            if len(x) >= _MIN_SECONDS * sr:
-                utts.append(x)
-    return utts
+            wavs.append(wav)
+        return _load_real(wavs, sr)
 
 
 def fill_segment(utts: list[np.ndarray], length: int, rng: np.random.Generator, sr: int) -> np.ndarray:
