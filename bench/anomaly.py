@@ -9,9 +9,12 @@
     most ``--minutes`` in total; image AUROC, pixel AUROC and AUPRO@30% on the test split, side by side with a
     Gaussian-feature baseline on the same frozen features and the reference numbers of offline-data.md.
     Goal: mean image AUROC >= 0.95 and mean pixel AUROC >= 0.95.
+(c) ceiling (no training): what the frozen EfficientNet-Lite0 features can separate at all on ad-sample, at the
+    config's 128 px and at 256 px input: the Gaussian baseline and a nearest-neighbour memory bank over every
+    training position (PatchCore-style, no coreset), image AUROC per defect type.
 
 Writes bench/results/anomaly.json and the table between the markers in BENCHMARKS.md.
-Usage: python bench/anomaly.py [--minutes 30] [--skip-quality] [--data data/ad-sample]
+Usage: python bench/anomaly.py [--minutes 30] [--skip-quality] [--skip-speed] [--skip-ceiling] [--data data/ad-sample]
 """
 
 from __future__ import annotations
@@ -130,6 +133,48 @@ def bench_quality(data: Path, minutes: float, run_root: Path, config: str) -> di
     }
 
 
+def bench_ceiling(data: Path, sizes: tuple[int, ...] = (128, 256)) -> dict[str, Any]:
+    from sa_anomaly.baseline import gaussian_baseline, memory_bank_reference
+    from sa_anomaly.config import load_ad_config
+    from sa_anomaly.data import AnomalyImageDataset, list_samples
+    from sa_anomaly.model import FODAnomalyModel
+    from sa_anomaly.sample import build_sample
+
+    build_sample(data)
+    m = load_ad_config("cpu").model
+    rows = []
+    for size in sizes:
+        torch.manual_seed(0)
+        model = FODAnomalyModel(
+            m.backbone, m.out_indices, size, m.d_models, m.n_heads, 1, backbone_weights=m.backbone_weights
+        ).eval()
+        for tex in TEXTURES:
+            train_s, test_s = list_samples(data / tex, "train"), list_samples(data / tex, "test")
+            train, test = AnomalyImageDataset(train_s, size), AnomalyImageDataset(test_s, size)
+            g = gaussian_baseline(model, train, test)
+            k = memory_bank_reference(model, train, test, defects=[s.defect for s in test_s])
+            rows.append(
+                {
+                    "image_size": size,
+                    "texture": tex,
+                    "gaussian_image_auroc": g["image_auroc"],
+                    "gaussian_pixel_auroc": g["pixel_auroc"],
+                    "memory_bank_image_auroc": k["image_auroc"],
+                    "memory_bank_pixel_auroc": k["pixel_auroc"],
+                    "memory_bank_per_defect": k["per_defect"],
+                }
+            )
+            print(f"ceiling {size}px {tex}: {rows[-1]}", flush=True)
+    mean = {
+        str(size): {
+            key: sum(r[key] for r in rows if r["image_size"] == size) / len(TEXTURES)
+            for key in ("gaussian_image_auroc", "gaussian_pixel_auroc", "memory_bank_image_auroc", "memory_bank_pixel_auroc")
+        }
+        for size in sizes
+    }
+    return {"backbone": f"{m.backbone} levels {list(m.out_indices)}", "rows": rows, "mean": mean}
+
+
 def render(res: dict[str, Any]) -> str:
     lines = [f"Measured {res['date']} on this machine ({res['threads']} torch threads).", ""]
     sp = res.get("speed")
@@ -169,6 +214,33 @@ def render(res: dict[str, Any]) -> str:
             f"{m['baseline_image_auroc']:.3f} | {m['baseline_pixel_auroc']:.3f} | "
             f"{m['reference_baseline_image_auroc']:.3f} | |"
         )
+    c = res.get("ceiling")
+    if c:
+        defects = sorted({k for r in c["rows"] for k in r["memory_bank_per_defect"]})
+        lines += [
+            "",
+            f"Ceiling (no training): frozen {c['backbone']} features on the ad-sample test split; Gaussian baseline "
+            "and a nearest-neighbour memory bank over every training position (PatchCore-style, no coreset).",
+            "",
+            "| input | texture | Gaussian image | Gaussian pixel | memory bank image | memory bank pixel | "
+            + " | ".join(f"bank image, {d}" for d in defects)
+            + " |",
+            "|---|---|---|---|---|---|" + "---|" * len(defects),
+        ]
+        for r in c["rows"]:
+            lines.append(
+                f"| {r['image_size']} px | {r['texture']} | {r['gaussian_image_auroc']:.3f} | "
+                f"{r['gaussian_pixel_auroc']:.3f} | {r['memory_bank_image_auroc']:.3f} | "
+                f"{r['memory_bank_pixel_auroc']:.3f} | "
+                + " | ".join(f"{r['memory_bank_per_defect'].get(d, float('nan')):.3f}" for d in defects)
+                + " |"
+            )
+        for size, mm in c["mean"].items():
+            lines.append(
+                f"| {size} px | **mean** | {mm['gaussian_image_auroc']:.3f} | {mm['gaussian_pixel_auroc']:.3f} | "
+                f"**{mm['memory_bank_image_auroc']:.3f}** | **{mm['memory_bank_pixel_auroc']:.3f}** |"
+                + " |" * len(defects)
+            )
     return "\n".join(lines)
 
 
@@ -178,6 +250,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-ceiling", action="store_true")
     ap.add_argument("--config", default="cpu")
     ap.add_argument("--data", default=str(ROOT / "data" / "ad-sample"))
     ap.add_argument("--run-dir", default=str(ROOT / "runs" / "bench" / "anomaly"))
@@ -189,13 +262,16 @@ def main() -> None:
     }
     if RESULTS.exists():  # keep the other part when only one is re-measured
         old = json.loads(RESULTS.read_text())
-        res.update({k: v for k, v in old.items() if k in ("speed", "quality")})
+        res.update({k: v for k, v in old.items() if k in ("speed", "quality", "ceiling")})
     if not args.skip_speed:
         print("speed ...", flush=True)
         res["speed"] = bench_speed(args.repeat)
     if not args.skip_quality:
         print(f"quality (training up to {args.minutes} min in total) ...", flush=True)
         res["quality"] = bench_quality(Path(args.data), args.minutes, Path(args.run_dir), args.config)
+    if not args.skip_ceiling:
+        print("ceiling (frozen-feature references at 128 and 256 px) ...", flush=True)
+        res["ceiling"] = bench_ceiling(Path(args.data))
     table = render(res)
     print(table)
     write_results(RESULTS, "anomaly", "Anomaly (`bench/anomaly.py` → `bench/results/anomaly.json`)", res, table)

@@ -1,8 +1,14 @@
-"""A simple Gaussian-feature baseline on the same frozen features (Rippel et al. 2020 style).
+"""Reference scorers on the same frozen features as FOD: a Gaussian baseline and a nearest-neighbour memory bank.
 
-Image score: Mahalanobis distance of the image's globally averaged features to a Gaussian fitted on the normal
-training images. Pixel map: per level, the Mahalanobis distance of every position's feature to one Gaussian fitted
-on all positions of the training images (stationary textures), upsampled and averaged over levels.
+Gaussian baseline (Rippel et al. 2020 style). Image score: Mahalanobis distance of the image's globally averaged
+features to a Gaussian fitted on the normal training images. Pixel map: per level, the Mahalanobis distance of
+every position's feature to one Gaussian fitted on all positions of the training images (stationary textures),
+upsampled and averaged over levels.
+
+Memory bank (PatchCore-style, Roth et al. 2022, without coreset subsampling): every training position's feature
+(levels upsampled to the finest grid and concatenated) is kept; a test position scores its Euclidean distance to
+the nearest one; image score = max of the sigma-smoothed map. It is a strong, training-free reference that tells
+how much the frozen features can separate at all, i.e. a practical ceiling for heads trained on them.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["GaussianFit", "gaussian_baseline"]
+__all__ = ["GaussianFit", "gaussian_baseline", "nearest_distances", "memory_bank_reference"]
 
 
 class GaussianFit:
@@ -72,3 +78,62 @@ def gaussian_baseline(
         "pixel_auroc": auroc(m, masks),
         "image_auroc_from_map": auroc(image_scores(m, sigma), labels),
     }
+
+
+def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """``(Q, D)`` queries, ``(N, D)`` bank -> ``(Q,)`` Euclidean distance of each query to its nearest bank row.
+
+    Processed in chunks of ``chunk`` queries, so memory stays ``O(chunk * N)``.
+    """
+    if queries.ndim != 2 or bank.ndim != 2 or queries.shape[1] != bank.shape[1]:
+        raise ValueError(f"expected (Q, D) and (N, D), got {tuple(queries.shape)} and {tuple(bank.shape)}")
+    if len(bank) == 0:
+        raise ValueError("the memory bank is empty")
+    b2 = bank.square().sum(1)  # (N,)
+    out = []
+    for q in queries.split(chunk):
+        d2 = q.square().sum(1, keepdim=True) - 2 * q @ bank.T + b2  # (chunk, N)
+        out.append(d2.amin(1).clamp_min(0).sqrt())
+    return torch.cat(out) if out else queries.new_zeros(0)
+
+
+def _stacked(levels: list[torch.Tensor]) -> torch.Tensor:
+    """Per level ``(N, C_l, h_l, w_l)`` -> ``(N, sum C_l, h_0, w_0)`` on the finest grid (bilinear)."""
+    size = max(f.shape[-1] for f in levels)
+    return torch.cat(
+        [f if f.shape[-1] == size else F.interpolate(f, size=(size, size), mode="bilinear", align_corners=True) for f in levels],
+        1,
+    )
+
+
+@torch.no_grad()
+def memory_bank_reference(
+    model: nn.Module, train: Dataset[Any], test: Dataset[Any], sigma: float = 4.0, defects: list[str] | None = None
+) -> dict[str, Any]:
+    """Image and pixel AUROC of the nearest-neighbour memory bank on ``test`` (features of ``model.features``).
+
+    ``defects``: the defect type of every test image (``"good"`` for normal ones) to add ``per_defect`` image
+    AUROCs (each defect type against all normal images).
+    """
+    from .metrics import auroc, image_scores
+
+    tr, _, _ = _features(model, train)
+    te, labels, masks = _features(model, test)
+    f_tr, f_te = _stacked(tr), _stacked(te)  # (N, C, h, w)
+    c = f_tr.shape[1]
+    bank = f_tr.permute(0, 2, 3, 1).reshape(-1, c)
+    d = nearest_distances(f_te.permute(0, 2, 3, 1).reshape(-1, c), bank).reshape(len(f_te), 1, *f_te.shape[-2:])
+    size = masks.shape[-1]
+    m = F.interpolate(d, size=(size, size), mode="bilinear", align_corners=True)[:, 0].numpy()
+    scores = image_scores(m, sigma)
+    res: dict[str, Any] = {"image_auroc": auroc(scores, labels), "pixel_auroc": auroc(m, masks)}
+    if defects is not None:
+        kinds = np.asarray(defects)
+        if len(kinds) != len(labels):
+            raise ValueError(f"{len(kinds)} defect names for {len(labels)} test images")
+        good = labels == 0
+        res["per_defect"] = {
+            k: auroc(scores[good | (kinds == k)], labels[good | (kinds == k)])
+            for k in sorted(set(kinds[~good].tolist()))
+        }
+    return res
