@@ -168,7 +168,12 @@ def bench_ceiling(data: Path, sizes: tuple[int, ...] = (128, 256)) -> dict[str, 
     mean = {
         str(size): {
             key: sum(r[key] for r in rows if r["image_size"] == size) / len(TEXTURES)
-            for key in ("gaussian_image_auroc", "gaussian_pixel_auroc", "memory_bank_image_auroc", "memory_bank_pixel_auroc")
+            for key in (
+                "gaussian_image_auroc",
+                "gaussian_pixel_auroc",
+                "memory_bank_image_auroc",
+                "memory_bank_pixel_auroc",
+            )
         }
         for size in sizes
     }
@@ -239,7 +244,8 @@ def render(res: dict[str, Any]) -> str:
             lines.append(
                 f"| {size} px | **mean** | {mm['gaussian_image_auroc']:.3f} | {mm['gaussian_pixel_auroc']:.3f} | "
                 f"**{mm['memory_bank_image_auroc']:.3f}** | **{mm['memory_bank_pixel_auroc']:.3f}** |"
-                + " |" * len(defects)
+                + " |"
+                * len(defects)
             )
     return "\n".join(lines)
 

@@ -3,7 +3,8 @@
 (a) quality: Hiformer vs DCN-v2 vs logistic regression on the rank-sample set (MovieLens-100k from the
     installed recbole, temporal 80/20 split), each trained for the same number of epochs (``--epochs``,
     at most ``--minutes`` each) through the same data path and trainer (torchrec DMP, one process);
-    AUC and LogLoss on the test split. Goals: Hiformer >= LR + 0.02 AUC and >= DCN-v2.
+    AUC and LogLoss on the test split, mean +- std over ``--seeds`` training runs per model.
+    Goals: Hiformer >= LR + 0.02 AUC and >= DCN-v2 (on the means).
 (b) serving: scoring 1,000 candidates for one request, pruned serving path + low-rank composite projections
     vs full-rank, unpruned; p50 / p99 latency of each and the p50 ratio in the same run (goal >= 2x); plus the
     max difference pruned vs full on the same weights. Two settings: the Hiformer of the quality config
@@ -11,7 +12,8 @@
     composite projections the low rank shrinks are (L d) x (L H d_k) matrices.
 
 Writes bench/results/ranking.json and the table between the markers in BENCHMARKS.md.
-Usage: python bench/ranking.py [--minutes 10] [--epochs 2] [--skip-quality] [--data data/rank-sample]
+Usage: python bench/ranking.py [--minutes 10] [--epochs 2] [--seeds 4] [--skip-quality] [--skip-serving]
+       [--data data/rank-sample]
 """
 
 from __future__ import annotations
@@ -37,52 +39,81 @@ BEGIN, END = "<!-- ranking:begin -->", "<!-- ranking:end -->"
 ARCHS = (("hiformer", "Hiformer"), ("dcnv2", "DCN-v2"), ("lr", "logistic regression"))
 
 
-def bench_quality(data: Path, epochs: int, minutes: float, runs: Path, threads: int) -> dict[str, Any]:
-    if not (data / "train.csv").is_file():
-        subprocess.run([sys.executable, "-m", "sa_ranking.sample", str(data)], check=True)
+def _train_eval(
+    data: Path, arch: str, run_dir: Path, epochs: int, minutes: float, threads: int, seed: int
+) -> dict[str, Any]:
     import shutil
 
     from sa_ranking.cli import evaluate_run
+    from sa_ranking.predictor import RankingPredictor
 
-    out: dict[str, Any] = {"data": str(data), "epochs": epochs, "budget_minutes_per_model": minutes, "models": {}}
+    shutil.rmtree(run_dir, ignore_errors=True)
+    t0 = time.time()
+    cmd = [
+        sys.executable,
+        "-m",
+        "sa_ranking.cli",
+        "train",
+        "--config",
+        arch,
+        f"train.run_dir={run_dir}",
+        f"train.epochs={epochs}",
+        f"train.max_minutes={minutes}",
+        "train.progress=false",
+        f"train.num_threads={threads}",
+        f"train.seed={seed}",
+        f"data.schema={data}/schema.json",
+        f"data.train={data}/train.csv",
+        f"data.valid={data}/test.csv",
+    ]
+    subprocess.run(cmd, check=True)
+    train_s = time.time() - t0
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    ev = evaluate_run(run_dir)
+    return {
+        "seed": seed,
+        "auc": ev["auc"],
+        "logloss": ev["logloss"],
+        "rows": ev["rows"],
+        "steps": meta["result"]["step"],
+        "max_steps": meta["result"]["max_steps"],
+        "best_step": meta["result"]["best_step"],
+        "train_minutes": train_s / 60,
+        "parameters": sum(p.numel() for p in RankingPredictor.load(run_dir).model.parameters()),
+    }
+
+
+def bench_quality(data: Path, epochs: int, minutes: float, runs: Path, threads: int, seeds: int = 1) -> dict[str, Any]:
+    """Each model trained ``seeds`` times (seeds 0..seeds-1); AUC / LogLoss are means over the seeds (std too)."""
+    if not (data / "train.csv").is_file():
+        subprocess.run([sys.executable, "-m", "sa_ranking.sample", str(data)], check=True)
+    out: dict[str, Any] = {
+        "data": str(data),
+        "epochs": epochs,
+        "budget_minutes_per_model": minutes,
+        "seeds": seeds,
+        "models": {},
+    }
     for arch, name in ARCHS:
-        run_dir = runs / arch
-        shutil.rmtree(run_dir, ignore_errors=True)
-        t0 = time.time()
-        cmd = [
-            sys.executable,
-            "-m",
-            "sa_ranking.cli",
-            "train",
-            "--config",
-            arch,
-            f"train.run_dir={run_dir}",
-            f"train.epochs={epochs}",
-            f"train.max_minutes={minutes}",
-            "train.progress=false",
-            f"train.num_threads={threads}",
-            f"data.schema={data}/schema.json",
-            f"data.train={data}/train.csv",
-            f"data.valid={data}/test.csv",
-        ]
-        print(f"  training {name} ...", flush=True)
-        subprocess.run(cmd, check=True)
-        train_s = time.time() - t0
-        meta = json.loads((run_dir / "metadata.json").read_text())
-        ev = evaluate_run(run_dir)
-        from sa_ranking.predictor import RankingPredictor
-
-        params = sum(p.numel() for p in RankingPredictor.load(run_dir).model.parameters())
+        per_seed = []
+        for seed in range(seeds):
+            print(f"  training {name} (seed {seed}) ...", flush=True)
+            per_seed.append(_train_eval(data, arch, runs / f"{arch}-seed{seed}", epochs, minutes, threads, seed))
+        aucs = np.array([r["auc"] for r in per_seed])
+        losses = np.array([r["logloss"] for r in per_seed])
+        first = per_seed[0]
         out["models"][arch] = {
             "name": name,
-            "auc": ev["auc"],
-            "logloss": ev["logloss"],
-            "rows": ev["rows"],
-            "steps": meta["result"]["step"],
-            "max_steps": meta["result"]["max_steps"],
-            "best_step": meta["result"]["best_step"],
-            "train_minutes": train_s / 60,
-            "parameters": params,
+            "auc": float(aucs.mean()),
+            "auc_std": float(aucs.std(ddof=1)) if seeds > 1 else 0.0,
+            "logloss": float(losses.mean()),
+            "logloss_std": float(losses.std(ddof=1)) if seeds > 1 else 0.0,
+            "rows": first["rows"],
+            "steps": first["steps"],
+            "max_steps": first["max_steps"],
+            "train_minutes": float(np.mean([r["train_minutes"] for r in per_seed])),
+            "parameters": first["parameters"],
+            "per_seed": per_seed,
         }
     m = out["models"]
     out["hiformer_minus_lr_auc"] = m["hiformer"]["auc"] - m["lr"]["auc"]
@@ -216,15 +247,17 @@ def render(res: dict[str, Any]) -> str:
             f"Quality: rank-sample (MovieLens-100k, label = rating >= 4, temporal 80/20 split, "
             f"{next(iter(q['models'].values()))['rows']} test rows), {q['epochs']} epochs each "
             f"(budget {q['budget_minutes_per_model']} min per model), torchrec DMP, weights after the last step "
-            "(no checkpoint selection on the test split):",
+            f"(no checkpoint selection on the test split); mean +- std over {q.get('seeds', 1)} seed(s):",
             "",
-            "| model | parameters | steps | train min | AUC | LogLoss |",
-            "|---|---|---|---|---|---|",
+            "| model | parameters | steps | train min | AUC | LogLoss | AUC per seed |",
+            "|---|---|---|---|---|---|---|",
         ]
         for m in q["models"].values():
+            per = ", ".join(f"{r['auc']:.4f}" for r in m.get("per_seed", []))
             lines.append(
                 f"| {m['name']} | {m['parameters']:,} | {m['steps']}/{m['max_steps']} | "
-                f"{m['train_minutes']:.1f} | {m['auc']:.4f} | {m['logloss']:.4f} |"
+                f"{m['train_minutes']:.1f} | {m['auc']:.4f} +- {m.get('auc_std', 0.0):.4f} | "
+                f"{m['logloss']:.4f} +- {m.get('logloss_std', 0.0):.4f} | {per} |"
             )
         lines += [
             "",
@@ -267,7 +300,9 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=50)
     ap.add_argument("--serve-threads", type=int, default=1, help="torch threads while timing the serving path")
+    ap.add_argument("--seeds", type=int, default=4, help="training runs per model (seeds 0..N-1), AUC averaged")
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-serving", action="store_true", help="keep the serving results of the last run")
     ap.add_argument("--data", default=str(ROOT / "data" / "rank-sample"))
     ap.add_argument("--runs", default=str(ROOT / "runs" / "bench" / "ranking"))
     args = ap.parse_args()
@@ -279,13 +314,16 @@ def main() -> None:
     }
     if RESULTS.exists():  # keep the other part when only one is re-measured
         old = json.loads(RESULTS.read_text())
-        res.update({k: v for k, v in old.items() if k == "quality"})
-    print("serving ...", flush=True)
-    res["serving"] = bench_serving("rank-sample", args.candidates, args.repeat, args.serve_threads)
-    res["serving_criteo"] = bench_serving("criteo", args.candidates, args.repeat, args.serve_threads)
+        res.update({k: v for k, v in old.items() if k in ("quality", "serving", "serving_criteo")})
+    if not args.skip_serving:
+        print("serving ...", flush=True)
+        res["serving"] = bench_serving("rank-sample", args.candidates, args.repeat, args.serve_threads)
+        res["serving_criteo"] = bench_serving("criteo", args.candidates, args.repeat, args.serve_threads)
     if not args.skip_quality:
         print(f"quality ({args.epochs} epochs, at most {args.minutes} min per model) ...", flush=True)
-        res["quality"] = bench_quality(Path(args.data), args.epochs, args.minutes, Path(args.runs), args.threads)
+        res["quality"] = bench_quality(
+            Path(args.data), args.epochs, args.minutes, Path(args.runs), args.threads, args.seeds
+        )
     table = render(res)
     print(table)
     write_results(RESULTS, "ranking", "Ranking (`bench/ranking.py` → `bench/results/ranking.json`)", res, table)

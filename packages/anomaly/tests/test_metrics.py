@@ -56,3 +56,17 @@ def test_image_score_is_max_of_smoothed_map() -> None:
     m[1, 16, 16] = 1.0
     s = image_scores(m, sigma=4)
     assert s[0] == 0 and 0 < s[1] < 1  # smoothing spreads the single hot pixel
+
+
+def test_per_defect_auroc_scores_each_type_against_all_normals() -> None:
+    from sa_anomaly.metrics import per_defect_auroc
+
+    scores = np.array([0.1, 0.2, 0.3, 0.9, 0.8, 0.15, 0.25])
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    kinds = ["good", "good", "good", "stain", "stain", "cut", "cut"]
+    res = per_defect_auroc(scores, labels, kinds)
+    assert res["stain"] == 1.0
+    assert res["cut"] == pytest.approx(_naive_auroc(scores[[0, 1, 2, 5, 6]], labels[[0, 1, 2, 5, 6]]))
+    assert set(res) == {"stain", "cut"}
+    with pytest.raises(ValueError, match="differ in length"):
+        per_defect_auroc(scores, labels, kinds[:-1])

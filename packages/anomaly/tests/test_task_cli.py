@@ -74,6 +74,8 @@ def test_train_evaluate_predict_convert(tiny_data: Path, tmp_path: Path) -> None
     assert 0 <= ev["model"] <= 1 and 0 <= ev["baseline"] <= 1 and 0 <= ev["details"]["aupro"] <= 1
     assert ev["details"]["images"] == 12 and (run / "threshold.json").is_file()
     assert list((tmp_path / "maps" / "scratch").glob("*.png"))
+    per = ev["details"]["per_defect_image_auroc"]
+    assert "scratch" in per and "good" not in per and all(0 <= v <= 1 for v in per.values())
 
     pred = AnomalyPredictor.load(run)
     img = tiny_data / "brick" / "test" / "scratch" / "000.png"

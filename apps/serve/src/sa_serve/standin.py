@@ -73,6 +73,7 @@ class StandInRanker(PredictorBase):
         sparse: sparse field names. dense: dense field names. seed: weight seed.
     """
 
+    model: StandInRankingModel
     domain: ClassVar[str] = "ranking"
     io_spec: ClassVar[IOSpec] = IOSpec(
         inputs=(
@@ -130,7 +131,8 @@ class StandInRanker(PredictorBase):
     def preprocess(self, raw: Any) -> dict[str, torch.Tensor]:
         if not isinstance(raw, list) or not raw:
             raise InputError("expected a non-empty list of candidate objects", "candidates")
-        ids, dense, multi, offsets = [], [], [], []
+        ids, dense, offsets = [], [], []
+        multi: list[int] = []
         for i, row in enumerate(raw):
             where = f"candidates[{i}]"
             if not isinstance(row, dict):

@@ -13,13 +13,16 @@ how much the frozen features can separate at all, i.e. a practical ceiling for h
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+if TYPE_CHECKING:
+    from .model import FODAnomalyModel
 
 __all__ = ["GaussianFit", "gaussian_baseline", "nearest_distances", "memory_bank_reference"]
 
@@ -43,11 +46,12 @@ class GaussianFit:
 
 @torch.no_grad()
 def _features(model: nn.Module, ds: Dataset[Any]) -> tuple[list[torch.Tensor], np.ndarray, np.ndarray]:
+    fod = cast("FODAnomalyModel", model)  # nn.Module types the ``features`` attribute as Tensor | Module
     feats: list[list[torch.Tensor]] = []
     labels, masks = [], []
     device = next(model.parameters()).device
     for batch in DataLoader(ds, batch_size=8, shuffle=False):
-        f = model.features(batch["image"].to(device))
+        f = fod.features(batch["image"].to(device))
         feats.append([x.cpu() for x in f])
         labels.append(batch["label"].numpy())
         masks.append(batch["mask"][:, 0].numpy() > 0.5)
@@ -101,7 +105,10 @@ def _stacked(levels: list[torch.Tensor]) -> torch.Tensor:
     """Per level ``(N, C_l, h_l, w_l)`` -> ``(N, sum C_l, h_0, w_0)`` on the finest grid (bilinear)."""
     size = max(f.shape[-1] for f in levels)
     return torch.cat(
-        [f if f.shape[-1] == size else F.interpolate(f, size=(size, size), mode="bilinear", align_corners=True) for f in levels],
+        [
+            f if f.shape[-1] == size else F.interpolate(f, size=(size, size), mode="bilinear", align_corners=True)
+            for f in levels
+        ],
         1,
     )
 
@@ -115,7 +122,7 @@ def memory_bank_reference(
     ``defects``: the defect type of every test image (``"good"`` for normal ones) to add ``per_defect`` image
     AUROCs (each defect type against all normal images).
     """
-    from .metrics import auroc, image_scores
+    from .metrics import auroc, image_scores, per_defect_auroc
 
     tr, _, _ = _features(model, train)
     te, labels, masks = _features(model, test)
@@ -128,12 +135,7 @@ def memory_bank_reference(
     scores = image_scores(m, sigma)
     res: dict[str, Any] = {"image_auroc": auroc(scores, labels), "pixel_auroc": auroc(m, masks)}
     if defects is not None:
-        kinds = np.asarray(defects)
-        if len(kinds) != len(labels):
-            raise ValueError(f"{len(kinds)} defect names for {len(labels)} test images")
-        good = labels == 0
-        res["per_defect"] = {
-            k: auroc(scores[good | (kinds == k)], labels[good | (kinds == k)])
-            for k in sorted(set(kinds[~good].tolist()))
-        }
+        if len(defects) != len(labels):
+            raise ValueError(f"{len(defects)} defect names for {len(labels)} test images")
+        res["per_defect"] = per_defect_auroc(scores, labels, defects)
     return res

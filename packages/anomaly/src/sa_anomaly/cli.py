@@ -83,6 +83,7 @@ def evaluate_run(
     from .config import ADConfig
     from .data import AnomalyImageDataset, SyntheticValidationDataset, list_samples, split_train_val
     from .imageio import heatmap_overlay, write_png
+    from .metrics import per_defect_auroc
     from .predictor import THRESHOLD_FILE, AnomalyPredictor
     from .task import evaluate_dataset
 
@@ -111,6 +112,7 @@ def evaluate_run(
         "aupro": res["aupro"],
         "images": len(test),
         "anomalous": int(res["labels"].sum()),
+        "per_defect_image_auroc": per_defect_auroc(res["scores"], res["labels"], [s.defect for s in test.samples]),
         "threshold": threshold,
     }
     if threshold is not None:

@@ -8,11 +8,15 @@ read with ``weights_only=True``), or the offline default, the ImageNet Efficient
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from timm.models import FeatureInfo
 
 __all__ = [
     "LITE0_PACKAGE",
@@ -147,8 +151,9 @@ class FeatureExtractor(nn.Module):
 
         self.backbone_name = backbone
         self.body = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=tuple(out_indices))
-        self.channels: list[int] = list(self.body.feature_info.channels())
-        self.reductions: list[int] = list(self.body.feature_info.reduction())
+        feature_info = cast("FeatureInfo", self.body.feature_info)
+        self.channels: list[int] = list(feature_info.channels())
+        self.reductions: list[int] = list(feature_info.reduction())
         self.pool = nn.AvgPool2d(pool_size, 1, pool_size // 2) if pool_size > 1 else nn.Identity()
         if weights is not None:
             self.load_backbone_weights(weights)
@@ -174,7 +179,8 @@ class FeatureExtractor(nn.Module):
         else:
             state, source = load_state_dict_file(weights), str(weights)
         if any(k.startswith("_blocks.") for k in state) and self.backbone_name.startswith("efficientnet_lite"):
-            state = map_lukemelas_efficientnet(state, [len(s) for s in self.body.blocks])
+            stages = cast(Iterable[nn.Sequential], self.body.blocks)  # timm EfficientNet: one Sequential per stage
+            state = map_lukemelas_efficientnet(state, [len(s) for s in stages])
         own = self.body.state_dict()
         missing = [k for k in own if k not in state]
         if missing:

@@ -3,9 +3,11 @@ rate of 30 %, normalised by that limit: the anomalib / MVTec AD convention)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-__all__ = ["auroc", "aupro", "gaussian_smooth", "image_scores"]
+__all__ = ["auroc", "aupro", "gaussian_smooth", "image_scores", "per_defect_auroc"]
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -84,3 +86,17 @@ def image_scores(maps: np.ndarray, sigma: float = 4.0) -> np.ndarray:
     """Image anomaly score = maximum of the Gaussian-smoothed map, ``(N, H, W)`` -> ``(N,)``."""
     sm = gaussian_smooth(maps, sigma) if sigma > 0 else np.asarray(maps)
     return sm.reshape(len(sm), -1).max(axis=1)
+
+
+def per_defect_auroc(scores: np.ndarray, labels: np.ndarray, defects: Sequence[str]) -> dict[str, float]:
+    """Image AUROC of each defect type against all normal images: ``{defect: auroc}``.
+
+    ``defects``: the defect type of every image (any name for the normal ones, which are told by ``labels == 0``).
+    """
+    kinds = np.asarray(list(defects))
+    if len(kinds) != len(labels) or len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores, {len(labels)} labels and {len(kinds)} defect names differ in length")
+    good = labels == 0
+    return {
+        k: auroc(scores[good | (kinds == k)], labels[good | (kinds == k)]) for k in sorted(set(kinds[~good].tolist()))
+    }

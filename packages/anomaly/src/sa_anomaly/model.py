@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -244,6 +244,9 @@ class FODAnomalyModel(nn.Module):
         use_out_projection: see :class:`FODHead`.
     """
 
+    mean: Tensor  # (1, 3, 1, 1) ImageNet mean buffer
+    std: Tensor  # (1, 3, 1, 1) ImageNet std buffer
+
     def __init__(
         self,
         backbone: str = "efficientnet_lite0",
@@ -321,7 +324,7 @@ def anomaly_maps_from_outputs(outputs: list[tuple[Tensor, FODOutput]], size: int
         rec = (tokens - out.x_out).square().mean(-1) + 1 - F.cosine_similarity(tokens, out.x_out, dim=-1)  # (B, L)
         layers = [(p, q) for p, q in zip(out.inter_corrs, out.inter_targets) if p is not None and q is not None]
         if layers:
-            corr = sum(symmetric_kl_rows(p, q) for p, q in layers) / len(layers)  # (B, L)
+            corr = cast(Tensor, sum(symmetric_kl_rows(p, q) for p, q in layers)) / len(layers)  # (B, L)
             s = torch.softmax(-corr, dim=-1)
             s = s.amax(dim=-1, keepdim=True) - s
             score = rec * s

@@ -9,7 +9,7 @@ output projection; the returned head does the same unless ``use_out_projection=T
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +124,8 @@ def head_kwargs_from_state(state: Mapping[str, Tensor]) -> dict[str, int]:
 
 
 def assemble_official(
-    heads: list[str | Path | Mapping[str, Tensor]],
-    references: list[str | Path | np.ndarray | Tensor],
+    heads: Sequence[str | Path | Mapping[str, Tensor]],
+    references: Sequence[str | Path | np.ndarray | Tensor],
     backbone_weights: str | Path | None,
     backbone: str = "wide_resnet50_2",
     image_size: int = 256,

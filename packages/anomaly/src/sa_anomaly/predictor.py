@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, read_run_folder
+
+if TYPE_CHECKING:
+    from .model import FODAnomalyModel
 
 __all__ = ["AnomalyPredictor", "THRESHOLD_FILE"]
 
@@ -67,7 +70,7 @@ class AnomalyPredictor(PredictorBase):
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.threshold = threshold
-        self.image_size = int(model.image_size)
+        self.image_size = int(cast("FODAnomalyModel", model).image_size)
         self.resize = resize or self.image_size
         self.smooth_sigma = smooth_sigma
         self.max_pixels = max_pixels

@@ -4,9 +4,9 @@ synthetic defects, never on the test set."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ from torch.utils.data import DataLoader, Dataset
 from shared_attention.engine import TaskHooks
 
 from .config import ADConfig
+
+if TYPE_CHECKING:
+    from .model import FODAnomalyModel
 
 __all__ = ["ADTask", "build_model", "compute_references", "anomaly_maps", "evaluate_dataset", "category_dir"]
 
@@ -51,18 +54,19 @@ def compute_references(model: nn.Module, dataset: Dataset[Any], batch_size: int 
     """Sets the model's reference features to the per-position mean of ``dataset``'s features; returns the count."""
     from tqdm.auto import tqdm
 
+    fod = cast("FODAnomalyModel", model)
     sums: list[torch.Tensor] | None = None
     count = 0
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for batch in tqdm(loader, desc="reference features", leave=False, disable=len(loader) < 4):
-        feats = model.features(batch["image"].to(device))  # per level (B, C, h, w)
+        feats = fod.features(batch["image"].to(device))  # per level (B, C, h, w)
         part = [f.sum(0) for f in feats]
         sums = part if sums is None else [a + b for a, b in zip(sums, part)]
         count += batch["image"].shape[0]
     if sums is None:
         raise ValueError("no training images for the reference features")
-    model.set_references(sums, count)
+    fod.set_references(sums, count)
     return count
 
 
@@ -196,12 +200,13 @@ class ADTask(TaskHooks):
         from .imageio import heatmap_overlay, write_png
 
         train, val = self.build_datasets()
-        if val is None or len(val) == 0:
+        n_val = 0 if val is None else len(cast(Sized, val))  # SyntheticValidationDataset defines __len__
+        if val is None or n_val == 0:
             return
         was = model.training
         model.eval()
         device = next(model.parameters()).device
-        idx = [0, len(val) - 1] if len(val) > 1 else [0]
+        idx = [0, n_val - 1] if n_val > 1 else [0]
         items = [val[i] for i in idx]
         images = torch.stack([it["image"] for it in items]).to(device)
         maps = anomaly_maps(model, images).cpu().numpy()

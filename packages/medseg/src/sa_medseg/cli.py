@@ -85,7 +85,7 @@ def evaluate_volumes(
         if save_dir:
             mid = v.image.shape[0] // 2
             write_png(Path(save_dir) / f"{v.name}_overlay.png", side_by_side(v.image[mid], labels[mid], v.label[mid]))
-    out = {"model": summarise(model_rows, pred.class_names), "cases": cases}
+    out: dict[str, Any] = {"model": summarise(model_rows, pred.class_names), "cases": cases}
     if base_rows:
         out["baseline"] = summarise(base_rows, pred.class_names)
     out["volumes"] = len(volumes)

@@ -119,15 +119,17 @@ def read_nifti(path: str | Path, label: bool = False) -> tuple[np.ndarray, np.nd
         raise DataError(f"{p}: empty file")
     try:
         img = nib.load(str(p))
-        arr = np.asanyarray(img.dataobj)
+        # nibabel annotates load() as FileBasedImage, which lacks the SpatialImage API (dataobj, affine,
+        # header.get_zooms) that every NIfTI image has: hence the ignores below
+        arr = np.asanyarray(img.dataobj)  # type: ignore[attr-defined]  # nibabel stub: FileBasedImage
     except Exception as exc:  # nibabel raises several types for corrupt input
         raise DataError(f"{p}: cannot read as NIfTI: {exc}") from exc
     arr = _check_array(arr, str(p), label)
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])  # type: ignore[attr-defined]  # nibabel stub
     vol = np.ascontiguousarray(np.transpose(arr, (2, 0, 1)))  # (Z, X, Y)
     spacing = (zooms[2], zooms[0], zooms[1])
     out = vol.astype(np.int64) if label else vol.astype(np.float32)
-    return out, np.asarray(img.affine, dtype=np.float64), spacing
+    return out, np.asarray(img.affine, dtype=np.float64), spacing  # type: ignore[attr-defined]  # nibabel stub
 
 
 def nifti_bytes(volume: np.ndarray, affine: np.ndarray, dtype: Any = np.uint8) -> bytes:

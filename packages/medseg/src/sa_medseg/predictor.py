@@ -4,7 +4,7 @@ slice in -> a PNG label map + an overlay PNG; shared by ``sa-medseg predict`` an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -81,7 +81,7 @@ class SegPredictor(PredictorBase):
         self.windowing = windowing
         self.multiple = multiple
         self.inference = inference
-        self.roi = tuple(roi)
+        self.roi = cast(tuple[int, int], tuple(roi))
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.max_voxels = max_voxels

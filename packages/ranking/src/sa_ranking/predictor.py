@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, cast
 
 import torch
 from torch import nn
@@ -25,6 +25,12 @@ __all__ = ["RankingPredictor", "MAX_CANDIDATES"]
 MAX_CANDIDATES = 10_000
 
 
+class _Prunable(Protocol):
+    """A model with Hiformer's ``prune`` switch (the default of its pruned serving path)."""
+
+    prune: bool
+
+
 class RankingPredictor(PredictorBase):
     """Scores candidates with a Hiformer / DCN-v2 / logistic-regression run.
 
@@ -33,6 +39,7 @@ class RankingPredictor(PredictorBase):
         max_candidates: largest request accepted.
     """
 
+    model: nn.Module
     domain: ClassVar[str] = "ranking"
     io_spec: ClassVar[IOSpec] = IOSpec(
         inputs=(
@@ -67,7 +74,8 @@ class RankingPredictor(PredictorBase):
     ) -> None:
         self.model = model.to(device).eval()
         if hasattr(self.model, "prune"):
-            self.model.prune = prune
+            prunable = cast(_Prunable, self.model)
+            prunable.prune = prune
         self.schema = schema
         self.max_candidates = max_candidates
         self.device = torch.device(device)

@@ -217,6 +217,7 @@ class I2CorrelationAttention(nn.Module):
         if k.shape[0] != b:
             k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
         scale = 1.0 / math.sqrt(self.head_dim)
+        attn: Tensor | None
         if need_maps and not naive_target:
             # maps needed: one fused softmax over the scaled scores (no masks here), then attn @ v
             attn = torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1)  # (B, H, L, L)
