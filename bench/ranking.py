@@ -121,6 +121,69 @@ def bench_quality(data: Path, epochs: int, minutes: float, runs: Path, threads: 
     return out
 
 
+def _read_rank_sample(path: Path) -> dict[str, np.ndarray]:
+    import csv
+
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    fields = ("label", "user", "item", "age", "gender", "occupation", "year")
+    out = {k: np.array([int(r[k]) if r[k] else -1 for r in rows]) for k in fields}  # -1: missing (year)
+    genres = np.zeros((len(rows), 19), dtype=np.float32)
+    for i, r in enumerate(rows):
+        for g in filter(None, r["genres"].split("|")):
+            genres[i, int(g)] = 1.0
+    out["genres"] = genres
+    return out
+
+
+def _item_rate(train: dict[str, np.ndarray], items: np.ndarray, prior: float = 10.0) -> np.ndarray:
+    """Positive rate of each item in ``train``, shrunk towards the global rate with ``prior`` pseudo-rows."""
+    n_items = int(max(train["item"].max(), items.max())) + 1
+    pos = np.bincount(train["item"], weights=train["label"], minlength=n_items)
+    cnt = np.bincount(train["item"], minlength=n_items).astype(np.float64)
+    rate = train["label"].mean()
+    return ((pos + prior * rate) / (cnt + prior))[items]
+
+
+def bench_reference(data: Path) -> dict[str, Any]:
+    """What the rank-sample features can separate on the test split, without any of our models:
+    (1) the item's smoothed positive rate in the training split alone; (2) gradient-boosted trees
+    (scikit-learn's HistGradientBoosting, when installed) on the user's demographics, the item's year and
+    genres and its out-of-fold positive rate - i.e. the feature interactions a Hiformer could learn."""
+    from sa_ranking.metrics import roc_auc
+
+    if not (data / "train.csv").is_file():
+        subprocess.run([sys.executable, "-m", "sa_ranking.sample", str(data)], check=True)
+    tr, te = _read_rank_sample(data / "train.csv"), _read_rank_sample(data / "test.csv")
+    seen_users = np.isin(te["user"], np.unique(tr["user"]))
+    out: dict[str, Any] = {
+        "test_rows": int(len(te["label"])),
+        "unseen_user_fraction": float(1.0 - seen_users.mean()),
+        "item_rate_auc": roc_auc(_item_rate(tr, te["item"]), te["label"]),
+    }
+    try:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+    except ImportError:
+        out["gbdt_auc"] = None
+        return out
+
+    def table(d: dict[str, np.ndarray], rate: np.ndarray) -> np.ndarray:
+        cols = [d["age"], d["gender"], d["occupation"], d["year"], rate]
+        return np.column_stack([np.column_stack(cols).astype(np.float64), d["genres"]])
+
+    folds = np.random.default_rng(0).integers(0, 5, len(tr["label"]))
+    oof = np.zeros(len(tr["label"]))
+    for f in range(5):  # out-of-fold item rates: a training row never sees its own label
+        part = {k: v[folds != f] for k, v in tr.items()}
+        oof[folds == f] = _item_rate(part, tr["item"][folds == f])
+    gbdt = HistGradientBoostingClassifier(
+        max_iter=200, learning_rate=0.05, max_depth=3, categorical_features=[1, 2], random_state=0
+    )
+    gbdt.fit(table(tr, oof), tr["label"])
+    out["gbdt_auc"] = roc_auc(gbdt.predict_proba(table(te, _item_rate(tr, te["item"])))[:, 1], te["label"])
+    return out
+
+
 def _latencies(fn: Any, repeat: int) -> list[float]:
     for _ in range(3):
         fn()
@@ -265,6 +328,17 @@ def render(res: dict[str, Any]) -> str:
             f"Hiformer - DCN-v2: **{q['hiformer_minus_dcnv2_auc']:+.4f} AUC** (goal >= 0).",
             "",
         ]
+    r = res.get("reference")
+    if r:
+        gb = "not run (scikit-learn missing)" if r["gbdt_auc"] is None else f"{r['gbdt_auc']:.4f}"
+        lines += [
+            f"Reference on the same test split, no model of ours ({r['unseen_user_fraction']:.0%} of the "
+            f"{r['test_rows']} test rows are users unseen in training): the item's smoothed positive rate in the "
+            f"training split alone scores AUC **{r['item_rate_auc']:.4f}**; gradient-boosted trees on the "
+            f"demographics, year, genres and the item rate (the interactions available to a Hiformer) score "
+            f"**{gb}**.",
+            "",
+        ]
     for key, title in (("serving", "rank-sample config"), ("serving_criteo", "Criteo config")):
         s = res.get(key)
         if not s:
@@ -302,6 +376,7 @@ def main() -> None:
     ap.add_argument("--serve-threads", type=int, default=1, help="torch threads while timing the serving path")
     ap.add_argument("--seeds", type=int, default=4, help="training runs per model (seeds 0..N-1), AUC averaged")
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-reference", action="store_true", help="keep the reference results of the last run")
     ap.add_argument("--skip-serving", action="store_true", help="keep the serving results of the last run")
     ap.add_argument("--data", default=str(ROOT / "data" / "rank-sample"))
     ap.add_argument("--runs", default=str(ROOT / "runs" / "bench" / "ranking"))
@@ -314,11 +389,14 @@ def main() -> None:
     }
     if RESULTS.exists():  # keep the other part when only one is re-measured
         old = json.loads(RESULTS.read_text())
-        res.update({k: v for k, v in old.items() if k in ("quality", "serving", "serving_criteo")})
+        res.update({k: v for k, v in old.items() if k in ("quality", "serving", "serving_criteo", "reference")})
     if not args.skip_serving:
         print("serving ...", flush=True)
         res["serving"] = bench_serving("rank-sample", args.candidates, args.repeat, args.serve_threads)
         res["serving_criteo"] = bench_serving("criteo", args.candidates, args.repeat, args.serve_threads)
+    if not args.skip_reference:
+        print("reference (features alone) ...", flush=True)
+        res["reference"] = bench_reference(Path(args.data))
     if not args.skip_quality:
         print(f"quality ({args.epochs} epochs, at most {args.minutes} min per model) ...", flush=True)
         res["quality"] = bench_quality(
