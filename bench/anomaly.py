@@ -133,7 +133,11 @@ def bench_quality(data: Path, minutes: float, run_root: Path, config: str) -> di
     }
 
 
-def bench_ceiling(data: Path, sizes: tuple[int, ...] = (128, 256)) -> dict[str, Any]:
+def bench_ceiling(
+    data: Path, sizes: tuple[int, ...] = (128, 256), levels: tuple[int, ...] | None = None, gaussian: bool = True
+) -> dict[str, Any]:
+    """Training-free references on the frozen features: the Gaussian baseline (``gaussian``) and the memory bank,
+    per texture and input size, on the config's backbone levels or on ``levels``."""
     from sa_anomaly.baseline import gaussian_baseline, memory_bank_reference
     from sa_anomaly.config import load_ad_config
     from sa_anomaly.data import AnomalyImageDataset, list_samples
@@ -142,81 +146,73 @@ def bench_ceiling(data: Path, sizes: tuple[int, ...] = (128, 256)) -> dict[str, 
 
     build_sample(data)
     m = load_ad_config("cpu").model
+    levels = tuple(m.out_indices) if levels is None else levels
+    keys = ["memory_bank_image_auroc", "memory_bank_pixel_auroc"]
+    if gaussian:
+        keys = ["gaussian_image_auroc", "gaussian_pixel_auroc", *keys]
     rows = []
     for size in sizes:
         torch.manual_seed(0)
         model = FODAnomalyModel(
-            m.backbone, m.out_indices, size, m.d_models, m.n_heads, 1, backbone_weights=m.backbone_weights
+            m.backbone, levels, size, [32] * len(levels), m.n_heads, 1, backbone_weights=m.backbone_weights
         ).eval()
         for tex in TEXTURES:
             train_s, test_s = list_samples(data / tex, "train"), list_samples(data / tex, "test")
             train, test = AnomalyImageDataset(train_s, size), AnomalyImageDataset(test_s, size)
-            g = gaussian_baseline(model, train, test)
+            row: dict[str, Any] = {"image_size": size, "texture": tex}
+            if gaussian:
+                g = gaussian_baseline(model, train, test)
+                row.update(gaussian_image_auroc=g["image_auroc"], gaussian_pixel_auroc=g["pixel_auroc"])
             k = memory_bank_reference(model, train, test, defects=[s.defect for s in test_s])
-            rows.append(
-                {
-                    "image_size": size,
-                    "texture": tex,
-                    "gaussian_image_auroc": g["image_auroc"],
-                    "gaussian_pixel_auroc": g["pixel_auroc"],
-                    "memory_bank_image_auroc": k["image_auroc"],
-                    "memory_bank_pixel_auroc": k["pixel_auroc"],
-                    "memory_bank_per_defect": k["per_defect"],
-                }
+            row.update(
+                memory_bank_image_auroc=k["image_auroc"],
+                memory_bank_pixel_auroc=k["pixel_auroc"],
+                memory_bank_per_defect=k["per_defect"],
             )
-            print(f"ceiling {size}px {tex}: {rows[-1]}", flush=True)
+            rows.append(row)
+            print(f"ceiling levels {list(levels)} {size}px {tex}: {row}", flush=True)
     mean = {
-        str(size): {
-            key: sum(r[key] for r in rows if r["image_size"] == size) / len(TEXTURES)
-            for key in (
-                "gaussian_image_auroc",
-                "gaussian_pixel_auroc",
-                "memory_bank_image_auroc",
-                "memory_bank_pixel_auroc",
-            )
-        }
+        str(size): {key: sum(r[key] for r in rows if r["image_size"] == size) / len(TEXTURES) for key in keys}
         for size in sizes
     }
-    return {"backbone": f"{m.backbone} levels {list(m.out_indices)}", "rows": rows, "mean": mean}
+    return {"backbone": f"{m.backbone} levels {list(levels)}", "rows": rows, "mean": mean}
 
 
-def bench_bank_levels(data: Path, levels: tuple[int, ...], size: int = 128) -> dict[str, Any]:
-    """The memory-bank reference on other backbone levels than the config's (shallower levels keep more of the
-    brightness and edge detail that the synthetic defects change)."""
-    from sa_anomaly.baseline import memory_bank_reference
-    from sa_anomaly.config import load_ad_config
-    from sa_anomaly.data import AnomalyImageDataset, list_samples
-    from sa_anomaly.model import FODAnomalyModel
-    from sa_anomaly.sample import build_sample
+def _ceiling_table(c: dict[str, Any], what: str) -> list[str]:
+    """Markdown rows of a :func:`bench_ceiling` result (Gaussian columns show "-" where it was not run)."""
 
-    build_sample(data)
-    m = load_ad_config("cpu").model
-    torch.manual_seed(0)
-    model = FODAnomalyModel(
-        m.backbone, levels, size, [32] * len(levels), m.n_heads, 1, backbone_weights=m.backbone_weights
-    ).eval()
-    rows = []
-    for tex in TEXTURES:
-        train_s, test_s = list_samples(data / tex, "train"), list_samples(data / tex, "test")
-        train, test = AnomalyImageDataset(train_s, size), AnomalyImageDataset(test_s, size)
-        k = memory_bank_reference(model, train, test, defects=[s.defect for s in test_s])
-        rows.append(
-            {
-                "texture": tex,
-                "image_auroc": k["image_auroc"],
-                "pixel_auroc": k["pixel_auroc"],
-                "per_defect": k["per_defect"],
-            }
+    def val(row: dict[str, Any], key: str, bold: bool = False) -> str:
+        v = row.get(key)
+        return "-" if v is None else (f"**{v:.3f}**" if bold else f"{v:.3f}")
+
+    defects = sorted({k for r in c["rows"] for k in r["memory_bank_per_defect"]})
+    lines = [
+        "",
+        f"Ceiling (no training): frozen {c['backbone']} features on the ad-sample test split; {what} over every "
+        "training position (PatchCore-style, no coreset).",
+        "",
+        "| input | texture | Gaussian image | Gaussian pixel | memory bank image | memory bank pixel | "
+        + " | ".join(f"bank image, {d}" for d in defects)
+        + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(defects),
+    ]
+    cols = ("gaussian_image_auroc", "gaussian_pixel_auroc", "memory_bank_image_auroc", "memory_bank_pixel_auroc")
+    for r in c["rows"]:
+        lines.append(
+            f"| {r['image_size']} px | {r['texture']} | "
+            + " | ".join(val(r, k) for k in cols)
+            + " | "
+            + " | ".join(f"{r['memory_bank_per_defect'].get(d, float('nan')):.3f}" for d in defects)
+            + " |"
         )
-        print(f"bank levels {list(levels)} {size}px {tex}: {rows[-1]}", flush=True)
-    return {
-        "backbone": m.backbone,
-        "levels": list(levels),
-        "image_size": size,
-        "rows": rows,
-        "mean_image_auroc": sum(r["image_auroc"] for r in rows) / len(rows),
-        "mean_pixel_auroc": sum(r["pixel_auroc"] for r in rows) / len(rows),
-    }
+    for size, mm in c["mean"].items():
+        lines.append(
+            f"| {size} px | **mean** | "
+            + " | ".join(val(mm, k, bold=k.startswith("memory")) for k in cols)
+            + " |"
+            + " |" * len(defects)
+        )
+    return lines
 
 
 def render(res: dict[str, Any]) -> str:
@@ -258,54 +254,12 @@ def render(res: dict[str, Any]) -> str:
             f"{m['baseline_image_auroc']:.3f} | {m['baseline_pixel_auroc']:.3f} | "
             f"{m['reference_baseline_image_auroc']:.3f} | |"
         )
-    c = res.get("ceiling")
-    if c:
-        defects = sorted({k for r in c["rows"] for k in r["memory_bank_per_defect"]})
-        lines += [
-            "",
-            f"Ceiling (no training): frozen {c['backbone']} features on the ad-sample test split; Gaussian baseline "
-            "and a nearest-neighbour memory bank over every training position (PatchCore-style, no coreset).",
-            "",
-            "| input | texture | Gaussian image | Gaussian pixel | memory bank image | memory bank pixel | "
-            + " | ".join(f"bank image, {d}" for d in defects)
-            + " |",
-            "|---|---|---|---|---|---|" + "---|" * len(defects),
-        ]
-        for r in c["rows"]:
-            lines.append(
-                f"| {r['image_size']} px | {r['texture']} | {r['gaussian_image_auroc']:.3f} | "
-                f"{r['gaussian_pixel_auroc']:.3f} | {r['memory_bank_image_auroc']:.3f} | "
-                f"{r['memory_bank_pixel_auroc']:.3f} | "
-                + " | ".join(f"{r['memory_bank_per_defect'].get(d, float('nan')):.3f}" for d in defects)
-                + " |"
-            )
-        for size, mm in c["mean"].items():
-            lines.append(
-                f"| {size} px | **mean** | {mm['gaussian_image_auroc']:.3f} | {mm['gaussian_pixel_auroc']:.3f} | "
-                f"**{mm['memory_bank_image_auroc']:.3f}** | **{mm['memory_bank_pixel_auroc']:.3f}** |"
-                + " |"
-                * len(defects)
-            )
-    bl = res.get("bank_levels")
-    if bl:
-        defects = sorted({k for r in bl["rows"] for k in r["per_defect"]})
-        lines += [
-            "",
-            f"Memory bank on {bl['backbone']} levels {bl['levels']} (shallower: stride 4 and 8) at "
-            f"{bl['image_size']} px:",
-            "",
-            "| texture | image | pixel | " + " | ".join(f"image, {d}" for d in defects) + " |",
-            "|---|---|---|" + "---|" * len(defects),
-        ]
-        for r in bl["rows"]:
-            lines.append(
-                f"| {r['texture']} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | "
-                + " | ".join(f"{r['per_defect'].get(d, float('nan')):.3f}" for d in defects)
-                + " |"
-            )
-        lines.append(
-            f"| **mean** | **{bl['mean_image_auroc']:.3f}** | **{bl['mean_pixel_auroc']:.3f}** |" + " |" * len(defects)
-        )
+    for key, what in (
+        ("ceiling", "Gaussian baseline and a nearest-neighbour memory bank"),
+        ("bank_levels", "a nearest-neighbour memory bank only"),
+    ):
+        if res.get(key):
+            lines += _ceiling_table(res[key], what)
     return "\n".join(lines)
 
 
@@ -341,7 +295,7 @@ def main() -> None:
     if args.bank_levels:
         levels = tuple(int(v) for v in args.bank_levels.split(","))
         print(f"memory bank on levels {list(levels)} ...", flush=True)
-        res["bank_levels"] = bench_bank_levels(Path(args.data), levels)
+        res["bank_levels"] = bench_ceiling(Path(args.data), (128,), levels, gaussian=False)
     table = render(res)
     print(table)
     write_results(RESULTS, "anomaly", "Anomaly (`bench/anomaly.py` → `bench/results/anomaly.json`)", res, table)
