@@ -124,3 +124,74 @@ def test_speaker_weights_and_distinct_folders(tmp_path):
 
     with pytest.raises(ValueError, match="positive weight"):
         DynamicMixDataset(tmp_path, speaker_weights={"*": 0.0})
+
+
+def _vowel(f0: float = 150.0, formants=((500.0, 80.0), (1500.0, 120.0)), seconds: float = 1.0) -> np.ndarray:
+    """A pulse train at ``f0`` through two-pole resonators: a synthetic vowel with known pitch and formants."""
+    from scipy.signal import lfilter
+
+    sr = 8000
+    x = np.zeros(int(sr * seconds))
+    x[:: int(sr / f0)] = 1.0
+    for f, bw in formants:
+        r, th = np.exp(-np.pi * bw / sr), 2 * np.pi * f / sr
+        x = lfilter([1 - r], [1, -2 * r * np.cos(th), r * r], x)
+    return (x / np.abs(x).max() * 0.5).astype(np.float32)
+
+
+def _pitch(x: np.ndarray) -> float:
+    ac = np.correlate(x, x, "full")[len(x) - 1 :]
+    return 8000 / (int(np.argmax(ac[20:200])) + 20)
+
+
+def _upper_formant(x: np.ndarray) -> float:
+    """Frequency of the strongest (band-averaged) spectral region between 1 and 2.5 kHz."""
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    f = np.fft.rfftfreq(len(x), 1 / 8000)
+    env = np.convolve(spec, np.ones(200) / 200, "same")
+    band = (f > 1000) & (f < 2500)
+    return float(f[band][np.argmax(env[band])])
+
+
+def test_shift_formants_moves_the_envelope_and_keeps_the_pitch():
+    import pytest
+    from sa_speechsep.audio import shift_formants
+
+    x = _vowel()
+    assert np.array_equal(shift_formants(x, 1.0), x)
+    f2 = _upper_formant(x)
+    assert abs(f2 - 1500) < 100
+    up, down = shift_formants(x, 1.15), shift_formants(x, 0.85)
+    assert up.shape == x.shape and up.dtype == np.float32 and np.isfinite(up).all()
+    # the 1.5 kHz formant moves with the factor (within the envelope's smoothing), the pitch does not move
+    assert 1.08 * f2 < _upper_formant(up) < 1.3 * f2
+    assert 0.75 * f2 < _upper_formant(down) < 0.93 * f2
+    for y in (up, down):
+        assert abs(_pitch(y) - _pitch(x)) < 2.0
+    with pytest.raises(ValueError, match="formant factor"):
+        shift_formants(x, 3.0)
+
+
+def test_virtual_speakers_by_formant(tmp_path):
+    import pytest
+
+    for spk in ("a", "b"):
+        (tmp_path / spk).mkdir()
+        sf.write(str(tmp_path / spk / "u.wav"), _vowel(), 8000)
+    ds = DynamicMixDataset(
+        tmp_path,
+        segment_seconds=0.5,
+        length=8,
+        speed_range=(1.0, 1.0),
+        speaker_speeds=(0.9, 1.0),
+        speaker_formants=(1.0, 1.15),
+        seed=1,
+    )
+    assert ds.names == ["a", "a@0.9", "a@0.9~f1.15", "a~f1.15", "b", "b@0.9", "b@0.9~f1.15", "b~f1.15"]
+    assert ds.virtual["a@0.9~f1.15"] == ("a", 0.9, 1.15)
+    rng = np.random.default_rng(0)
+    plain, shifted = ds._utterance(rng, "a"), ds._utterance(rng, "a~f1.15")
+    assert _upper_formant(shifted) > 1.08 * _upper_formant(plain)
+    assert np.array_equal(ds[3]["mix"].numpy(), ds[3]["mix"].numpy())
+    with pytest.raises(ValueError, match="speaker_formants"):
+        DynamicMixDataset(tmp_path, speaker_formants=(1.0, 1.0))

@@ -21,7 +21,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AudioError", "AudioInfo", "read_audio", "load_mono", "resample", "write_wav", "wav_bytes"]
+__all__ = [
+    "AudioError",
+    "AudioInfo",
+    "read_audio",
+    "load_mono",
+    "resample",
+    "shift_formants",
+    "write_wav",
+    "wav_bytes",
+]
 
 
 class AudioError(ValueError):
@@ -116,6 +125,50 @@ def resample(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
 
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     return AF.resample(t, int(orig_sr), int(new_sr)).numpy()
+
+
+def shift_formants(x: np.ndarray, factor: float, n_fft: int = 256, hop: int = 64, n_cepstrum: int = 24) -> np.ndarray:
+    """Moves the spectral envelope (formants, i.e. the vocal tract) by ``factor`` and keeps the pitch and timing.
+
+    Cepstral envelope warping per STFT frame: the envelope is the liftered (first ``n_cepstrum`` coefficients)
+    log-magnitude spectrum, the rest (harmonics: the pitch) stays where it is; the envelope is resampled along
+    frequency (``E'(f) = E(f / factor)``: above 1, formants move up, a shorter vocal tract) and the phase of the
+    input is kept. With speed changes (which move pitch and formants together) it makes virtual speakers whose
+    pitch and vocal-tract length differ independently. ``factor == 1`` returns the input.
+
+    Args:
+        x: mono ``(T,)`` float audio. factor: envelope frequency scale (about 0.8-1.25 stays natural).
+        n_fft / hop: STFT frame and hop (32 ms / 8 ms at 8 kHz). n_cepstrum: envelope smoothness.
+
+    Returns:
+        float32 ``(T,)``.
+    """
+    if not 0.5 <= factor <= 2.0:
+        raise ValueError(f"formant factor must be in [0.5, 2], got {factor}")
+    x = np.asarray(x, dtype=np.float32)
+    if factor == 1.0 or len(x) < n_fft:
+        return x
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    win = torch.hann_window(n_fft)
+    spec = torch.stft(t, n_fft, hop, window=win, return_complex=True)  # (K, F), K = n_fft / 2 + 1
+    mag = spec.abs().clamp_min(1e-7)
+    ceps = torch.fft.irfft(mag.log(), n=n_fft, dim=0)  # (n_fft, F) real cepstrum
+    lifter = torch.zeros(n_fft, 1)
+    lifter[:n_cepstrum] = 1.0
+    lifter[n_fft - n_cepstrum + 1 :] = 1.0  # symmetric: the cepstrum of a real log-spectrum is even
+    log_env = torch.fft.rfft(ceps * lifter, dim=0).real  # (K, F) smooth log envelope
+    k = spec.shape[0]
+    src = torch.arange(k, dtype=torch.float32) / factor  # bin of the input envelope each output bin reads
+    lo = src.floor().clamp(max=k - 1).long()
+    hi = (lo + 1).clamp(max=k - 1)
+    w = (src - lo.float()).clamp(0, 1)[:, None]
+    warped = (1 - w) * log_env[lo] + w * log_env[hi]  # (K, F) linear interpolation along frequency
+    warped[src > k - 1] = log_env[-1].min()  # beyond the old Nyquist: the envelope's floor
+    out = spec * torch.exp(warped - log_env)  # fine structure and phase kept, envelope replaced
+    y = torch.istft(out, n_fft, hop, window=win, length=len(x)).numpy()
+    return y.astype(np.float32)
 
 
 def load_mono(path: str | Path, sample_rate: int | None = None) -> np.ndarray:

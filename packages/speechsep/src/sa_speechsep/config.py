@@ -47,6 +47,8 @@ class SepDataConfig:
             mixing gains and speed perturbation. speaker_speeds: dynamic mixing turns each speaker into one
             virtual speaker per factor (pitch/tempo shifted by resampling; ``[1.0]``: off). speaker_weights:
             dynamic mixing draws speaker folders matching a pattern with that weight (``{"espeak_*": 0.2}``).
+            speaker_formants: dynamic mixing also turns each speaker into one virtual speaker per formant factor
+            (spectral envelope moved, pitch kept; ``[1.0]``: off).
     """
 
     train: str = "data/speech-sample/tr"
@@ -63,6 +65,7 @@ class SepDataConfig:
     speed_max: float = 1.05
     speaker_speeds: list[float] = field(default_factory=lambda: [1.0])
     speaker_weights: dict[str, float] = field(default_factory=dict)
+    speaker_formants: list[float] = field(default_factory=lambda: [1.0])
 
 
 def _default_train() -> TrainConfig:

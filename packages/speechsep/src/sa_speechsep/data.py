@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .audio import load_mono, resample
+from .audio import load_mono, resample, shift_formants
 
 __all__ = ["Wsj0MixDataset", "LibriMixDataset", "DynamicMixDataset", "crop_or_pad", "build_dataset"]
 
@@ -175,6 +175,9 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
         speaker_speeds: each speaker folder becomes one virtual speaker per factor (named ``spk@0.85``): its
             utterances are resampled by the factor (below 1: slower and lower-pitched, formants lowered too),
             on top of ``speed_range``. More, more varied speakers for small speaker pools; ``(1.0,)``: off.
+        speaker_formants: each (speed-shifted) speaker also becomes one virtual speaker per formant factor
+            (named ``spk~f1.1``): :func:`~sa_speechsep.audio.shift_formants` moves its spectral envelope (vocal
+            tract length) and keeps its pitch, so pitch and timbre vary independently; ``(1.0,)``: off.
         speaker_weights: sampling weight per speaker folder, by ``fnmatch`` pattern (first match wins, default
             1), e.g. ``{"espeak_*": 0.2}`` draws synthetic voices less often than real ones.
     """
@@ -192,6 +195,7 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
         speakers: list[str] | None = None,
         speaker_speeds: tuple[float, ...] | list[float] = (1.0,),
         speaker_weights: Mapping[str, float] | None = None,
+        speaker_formants: tuple[float, ...] | list[float] = (1.0,),
     ) -> None:
         root = Path(speakers_dir)
         if not root.is_dir():
@@ -208,9 +212,15 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
         speeds = tuple(float(f) for f in speaker_speeds)
         if not speeds or any(not 0.5 <= f <= 2.0 for f in speeds) or len(set(speeds)) != len(speeds):
             raise ValueError(f"speaker_speeds: need distinct factors in [0.5, 2], got {list(speaker_speeds)}")
-        # virtual speaker name -> (speaker folder, speed factor)
-        self.virtual: dict[str, tuple[str, float]] = {
-            (name if f == 1.0 else f"{name}@{f:g}"): (name, f) for name in sorted(self.files) for f in speeds
+        formants = tuple(float(f) for f in speaker_formants)
+        if not formants or any(not 0.5 <= f <= 2.0 for f in formants) or len(set(formants)) != len(formants):
+            raise ValueError(f"speaker_formants: need distinct factors in [0.5, 2], got {list(speaker_formants)}")
+        # virtual speaker name -> (speaker folder, speed factor, formant factor)
+        self.virtual: dict[str, tuple[str, float, float]] = {
+            name + ("" if f == 1.0 else f"@{f:g}") + ("" if g == 1.0 else f"~f{g:g}"): (name, f, g)
+            for name in sorted(self.files)
+            for f in speeds
+            for g in formants
         }
         self.names = sorted(self.virtual)
         weights = []
@@ -237,7 +247,7 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
         return self.length
 
     def _utterance(self, rng: np.random.Generator, speaker: str) -> np.ndarray:
-        folder, factor = self.virtual[speaker]
+        folder, factor, formant = self.virtual[speaker]
         files = self.files[folder]
         pieces, total = [], 0
         # concatenate random utterances of the speaker until the segment is filled (short prompts)
@@ -250,6 +260,8 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
             orig = int(round(self.sample_rate * speed / step)) * step
             if orig != self.sample_rate:
                 x = resample(x, orig, self.sample_rate)
+            if formant != 1.0:
+                x = shift_formants(x, formant)
             gap = np.zeros(int(rng.integers(0, self.sample_rate // 4)), dtype=np.float32)
             pieces += [x, gap]
             total += len(x) + len(gap)

@@ -51,6 +51,7 @@ class SepTask(TaskHooks):
                 "length": d.dynamic_length,
                 "speaker_speeds": tuple(d.speaker_speeds),
                 "speaker_weights": dict(d.speaker_weights),
+                "speaker_formants": tuple(d.speaker_formants),
             }
         train = build_dataset(
             d.train,
