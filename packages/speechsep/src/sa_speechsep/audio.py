@@ -165,7 +165,7 @@ def shift_formants(x: np.ndarray, factor: float, n_fft: int = 256, hop: int = 64
     hi = (lo + 1).clamp(max=k - 1)
     w = (src - lo.float()).clamp(0, 1)[:, None]
     warped = (1 - w) * log_env[lo] + w * log_env[hi]  # (K, F) linear interpolation along frequency
-    warped[src > k - 1] = log_env[-1].min()  # beyond the old Nyquist: the envelope's floor
+    warped[src > k - 1] = log_env[-1]  # beyond the old Nyquist: the envelope's value at Nyquist, per frame
     out = spec * torch.exp(warped - log_env)  # fine structure and phase kept, envelope replaced
     y = torch.istft(out, n_fft, hop, window=win, length=len(x)).numpy()
     return y.astype(np.float32)

@@ -160,6 +160,14 @@ class LibriMixDataset(_FileMixDataset):
             raise ValueError(f"{path}: no data rows")
 
 
+def _factors(name: str, values: tuple[float, ...] | list[float]) -> tuple[float, ...]:
+    """Distinct factors in [0.5, 2] (the virtual-speaker settings of :class:`DynamicMixDataset`)."""
+    out = tuple(float(f) for f in values)
+    if not out or any(not 0.5 <= f <= 2.0 for f in out) or len(set(out)) != len(out):
+        raise ValueError(f"{name}: need distinct factors in [0.5, 2], got {list(values)}")
+    return out
+
+
 class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
     """On-the-fly mixtures of single-speaker utterances (MossFormer's dynamic mixing).
 
@@ -209,12 +217,7 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
                 self.files[d.name] = wavs
         if len(self.files) < num_spks:
             raise ValueError(f"{root}: {len(self.files)} speaker folders with .wav files, need >= {num_spks}")
-        speeds = tuple(float(f) for f in speaker_speeds)
-        if not speeds or any(not 0.5 <= f <= 2.0 for f in speeds) or len(set(speeds)) != len(speeds):
-            raise ValueError(f"speaker_speeds: need distinct factors in [0.5, 2], got {list(speaker_speeds)}")
-        formants = tuple(float(f) for f in speaker_formants)
-        if not formants or any(not 0.5 <= f <= 2.0 for f in formants) or len(set(formants)) != len(formants):
-            raise ValueError(f"speaker_formants: need distinct factors in [0.5, 2], got {list(speaker_formants)}")
+        speeds, formants = _factors("speaker_speeds", speaker_speeds), _factors("speaker_formants", speaker_formants)
         # virtual speaker name -> (speaker folder, speed factor, formant factor)
         self.virtual: dict[str, tuple[str, float, float]] = {
             name + ("" if f == 1.0 else f"@{f:g}") + ("" if g == 1.0 else f"~f{g:g}"): (name, f, g)
