@@ -83,10 +83,15 @@ def _train_eval(
     }
 
 
-def bench_quality(data: Path, epochs: int, minutes: float, runs: Path, threads: int, seeds: int = 1) -> dict[str, Any]:
-    """Each model trained ``seeds`` times (seeds 0..seeds-1); AUC / LogLoss are means over the seeds (std too)."""
+def _ensure_sample(data: Path) -> None:
+    """Builds the rank-sample set at ``data`` when it is missing."""
     if not (data / "train.csv").is_file():
         subprocess.run([sys.executable, "-m", "sa_ranking.sample", str(data)], check=True)
+
+
+def bench_quality(data: Path, epochs: int, minutes: float, runs: Path, threads: int, seeds: int = 1) -> dict[str, Any]:
+    """Each model trained ``seeds`` times (seeds 0..seeds-1); AUC / LogLoss are means over the seeds (std too)."""
+    _ensure_sample(data)
     out: dict[str, Any] = {
         "data": str(data),
         "epochs": epochs,
@@ -152,8 +157,7 @@ def bench_reference(data: Path) -> dict[str, Any]:
     genres and its out-of-fold positive rate - i.e. the feature interactions a Hiformer could learn."""
     from sa_ranking.metrics import roc_auc
 
-    if not (data / "train.csv").is_file():
-        subprocess.run([sys.executable, "-m", "sa_ranking.sample", str(data)], check=True)
+    _ensure_sample(data)
     tr, te = _read_rank_sample(data / "train.csv"), _read_rank_sample(data / "test.csv")
     seen_users = np.isin(te["user"], np.unique(tr["user"]))
     out: dict[str, Any] = {
