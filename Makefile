@@ -69,33 +69,33 @@ demo: $(STAMP)
 	@echo "== engine: built-in toy task =="
 	$(VENV)/bin/shared-attention demo train.run_dir=$(DEMO_RUNS)/toy-pointer $(TOY_ARGS)
 	@echo "== restoration: HAT on the offline sr-sample set (x2) =="
-	$(VENV)/bin/sr-sample data/sr-sample
-	$(VENV)/bin/sa-restoration train --config cpu-x2 train.run_dir=$(DEMO_RUNS)/restoration train.progress=false $(SR_ARGS)
+	$(VENV)/bin/sa-restoration sample data/sr-sample
+	$(VENV)/bin/sa-restoration train --config cpu train.run_dir=$(DEMO_RUNS)/restoration train.progress=false $(SR_ARGS)
 	$(VENV)/bin/sa-restoration evaluate --run $(DEMO_RUNS)/restoration
 	$(VENV)/bin/sa-restoration predict data/sr-sample/test/LRbicx2/chelsea.png $(DEMO_RUNS)/restoration/chelsea_x2.png --run $(DEMO_RUNS)/restoration
 	@echo "side-by-sides (bicubic | model | ground truth): $(DEMO_RUNS)/restoration/samples/"
 	@echo "== anomaly: FOD on the offline ad-sample textures (brick) =="
-	$(VENV)/bin/ad-sample data/ad-sample
+	$(VENV)/bin/sa-anomaly sample data/ad-sample
 	$(VENV)/bin/sa-anomaly train --config cpu data.root=data/ad-sample data.category=brick train.run_dir=$(DEMO_RUNS)/anomaly train.progress=false $(AD_TRAIN)
 	$(VENV)/bin/sa-anomaly evaluate --run $(DEMO_RUNS)/anomaly
 	$(VENV)/bin/sa-anomaly predict data/ad-sample/brick/test/scratch/000.png $(DEMO_RUNS)/anomaly/predict --run $(DEMO_RUNS)/anomaly
 	@echo "== medseg: Mamba U-Net (VM-UNet) on the offline MNI152 seg-sample (GM / WM) =="
-	$(VENV)/bin/seg-sample data/seg-sample
+	$(VENV)/bin/sa-medseg sample data/seg-sample
 	$(VENV)/bin/sa-medseg train $(MS_TRAIN) train.run_dir=$(DEMO_RUNS)/medseg train.progress=false
-	$(VENV)/bin/sa-medseg evaluate --run $(DEMO_RUNS)/medseg --dir $(MS_EVAL_DIR) --save $(DEMO_RUNS)/medseg/overlays
+	$(VENV)/bin/sa-medseg evaluate --run $(DEMO_RUNS)/medseg --data $(MS_EVAL_DIR) --save $(DEMO_RUNS)/medseg/overlays
 	$(VENV)/bin/sa-medseg predict data/seg-sample/test_nifti/img/img0001.nii.gz $(DEMO_RUNS)/medseg/pred/labels.nii.gz --run $(DEMO_RUNS)/medseg
 	@echo "== speechsep: MossFormer vs ConvTasNet on the offline speech-sample set (8 kHz, held-out speaker pair) =="
-	$(VENV)/bin/speech-sample $(SEP_DATA) $(SEP_SAMPLE_ARGS)
+	$(VENV)/bin/sa-speechsep sample $(SEP_DATA) $(SEP_SAMPLE_ARGS)
 	$(VENV)/bin/sa-speechsep train $(SEP_MF) train.run_dir=$(DEMO_RUNS)/speechsep train.progress=false
 	$(VENV)/bin/sa-speechsep train $(SEP_CT) train.run_dir=$(DEMO_RUNS)/baselines/speechsep-convtasnet train.progress=false
-	$(VENV)/bin/sa-speechsep evaluate --run $(DEMO_RUNS)/speechsep --baseline-run $(DEMO_RUNS)/baselines/speechsep-convtasnet $(SEP_EVAL)
-	$(VENV)/bin/sa-speechsep separate "$$(ls $(SEP_DATA)/tt/mix/*.wav | head -n 1)" --out $(DEMO_RUNS)/speechsep/separated --run $(DEMO_RUNS)/speechsep
+	$(VENV)/bin/sa-speechsep evaluate --run $(DEMO_RUNS)/speechsep --baseline $(DEMO_RUNS)/baselines/speechsep-convtasnet $(SEP_EVAL)
+	$(VENV)/bin/sa-speechsep predict "$$(ls $(SEP_DATA)/tt/mix/*.wav | head -n 1)" --out $(DEMO_RUNS)/speechsep/separated --run $(DEMO_RUNS)/speechsep
 	@echo "== ranking: Hiformer vs logistic regression on the offline MovieLens-100k rank-sample =="
-	$(VENV)/bin/rank-sample data/rank-sample
+	$(VENV)/bin/sa-ranking sample data/rank-sample
 	$(VENV)/bin/sa-ranking train --config hiformer train.run_dir=$(DEMO_RUNS)/ranking train.num_threads=1 train.progress=false $(RK_TRAIN)
 	$(VENV)/bin/sa-ranking train --config lr train.run_dir=$(DEMO_RUNS)/baselines/ranking-lr train.num_threads=1 train.progress=false $(RK_LR_TRAIN)
 	$(VENV)/bin/sa-ranking evaluate --run $(DEMO_RUNS)/ranking --baseline $(DEMO_RUNS)/baselines/ranking-lr
-	$(VENV)/bin/sa-ranking score data/rank-sample/candidates.jsonl --run $(DEMO_RUNS)/ranking
+	$(VENV)/bin/sa-ranking predict data/rank-sample/candidates.jsonl --run $(DEMO_RUNS)/ranking
 	@echo "== summary: model vs baseline per domain =="
 	$(VENV)/bin/sa-serve summary $(DEMO_RUNS)
 	@if [ "$(DEMO_SERVE)" != "0" ]; then $(VENV)/bin/sa-serve --runs $(DEMO_RUNS); fi

@@ -72,8 +72,8 @@ def bench_speed(repeat: int) -> dict[str, Any]:
 
 
 def bench_quality(data: Path, minutes: float, run_root: Path, config: str) -> dict[str, Any]:
-    from sa_anomaly.cli import evaluate_run
-    from sa_anomaly.cli import main as cli_main
+    from sa_anomaly.domain import main as cli_main
+    from sa_anomaly.evaluate import evaluate_run
     from sa_anomaly.sample import build_sample
 
     build_sample(data)
@@ -99,7 +99,7 @@ def bench_quality(data: Path, minutes: float, run_root: Path, config: str) -> di
             raise RuntimeError(f"training {tex} failed ({rc})")
         train_min = (time.time() - t0) / 60
         ev = evaluate_run(run, progress=False)
-        d = ev["details"]
+        d = ev.details
         meta = json.loads((run / "metadata.json").read_text())
         rows.append(
             {

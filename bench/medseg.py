@@ -71,7 +71,7 @@ def bench_quality(model: str, data: Path, minutes: float, run_dir: Path) -> dict
     cmd = [
         sys.executable,
         "-m",
-        "sa_medseg.cli",
+        "sa_medseg.domain",
         "train",
         "--config",
         CONFIGS[model],
@@ -84,8 +84,8 @@ def bench_quality(model: str, data: Path, minutes: float, run_dir: Path) -> dict
     subprocess.run(cmd, check=True)
     train_s = time.time() - t0
     meta = json.loads((run_dir / "metadata.json").read_text())
-    from sa_medseg.cli import evaluate_volumes
     from sa_medseg.data import load_volumes
+    from sa_medseg.evaluate import evaluate_volumes
     from sa_medseg.predictor import SegPredictor
 
     pred = SegPredictor.load(run_dir)

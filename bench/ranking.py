@@ -44,7 +44,7 @@ def _train_eval(
 ) -> dict[str, Any]:
     import shutil
 
-    from sa_ranking.cli import evaluate_run
+    from sa_ranking.evaluate import evaluate_run
     from sa_ranking.predictor import RankingPredictor
 
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -52,7 +52,7 @@ def _train_eval(
     cmd = [
         sys.executable,
         "-m",
-        "sa_ranking.cli",
+        "sa_ranking.domain",
         "train",
         "--config",
         arch,

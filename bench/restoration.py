@@ -83,7 +83,7 @@ def bench_quality(data: Path, minutes: float, run_dir: Path, train: bool = True)
     cmd = [
         sys.executable,
         "-m",
-        "sa_restoration.cli",
+        "sa_restoration.domain",
         "train",
         "--config",
         "cpu-x2",

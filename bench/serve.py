@@ -299,8 +299,10 @@ def _lr_image() -> bytes:
         import cv2
         import numpy as np
 
+        from shared_attention.io import encode_png
+
         arr = cv2.imdecode(np.frombuffer(img[0].read_bytes(), np.uint8), cv2.IMREAD_COLOR)[:48, :48]
-        return bytes(cv2.imencode(".png", arr)[1].tobytes())
+        return encode_png(arr[:, :, ::-1])  # BGR -> RGB
     raise FileNotFoundError("data/sr-sample/test/LRbicx2 has no PNG")
 
 

@@ -77,7 +77,7 @@ def _train(config: str, run_dir: Path, data: Path, minutes: float) -> float:
     cmd = [
         sys.executable,
         "-m",
-        "sa_speechsep.cli",
+        "sa_speechsep.domain",
         "train",
         "--config",
         config,
@@ -96,8 +96,8 @@ def _train(config: str, run_dir: Path, data: Path, minutes: float) -> float:
 def bench_quality(data: Path, minutes: float, runs: Path, max_items: int) -> dict[str, Any]:
     if not (data / "tt" / "mix").is_dir():
         subprocess.run([sys.executable, "-m", "sa_speechsep.sample", str(data)], check=True)
-    from sa_speechsep.cli import evaluate_dataset
     from sa_speechsep.data import build_dataset
+    from sa_speechsep.evaluate import evaluate_dataset
     from sa_speechsep.predictor import SeparationPredictor
 
     ds = build_dataset(str(data / "tt"), sample_rate=SR)

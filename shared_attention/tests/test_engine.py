@@ -16,7 +16,8 @@ from shared_attention.engine import (
     load_config,
     load_weights,
 )
-from shared_attention.engine.checkpoint import list_checkpoints
+from shared_attention.engine import trainer as trainer_module
+from shared_attention.engine.checkpoint import STATE_FILE, list_checkpoints, load_trainer_state
 from shared_attention.serving import InputError, Predictor
 from shared_attention.toy import PointerPredictor, PointerTask, ToyConfig
 
@@ -180,11 +181,42 @@ def test_full_precision_eval_leaves_the_training_autocast(tmp_path, full_precisi
     assert seen and set(seen) == {torch.float32 if full_precision else torch.bfloat16}
 
 
-def test_time_budget_stops_with_eval_and_checkpoint(tmp_path):
+class _FakeClock:
+    """Stands in for the trainer's clock: time moves only when a test advances it, never with machine load."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0  # any origin: the trainer only uses differences
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    clock = _FakeClock()
+    monkeypatch.setattr(trainer_module, "_clock", clock)
+    return clock
+
+
+class _TimedPointerTask(PointerTask):
+    """Every training micro-step costs exactly ``seconds_per_step`` on the fake clock."""
+
+    def __init__(self, cfg, clock: _FakeClock, seconds_per_step: float) -> None:
+        super().__init__(cfg)
+        self.clock, self.seconds_per_step = clock, seconds_per_step
+
+    def training_step(self, model, batch):
+        self.clock.now += self.seconds_per_step
+        return super().training_step(model, batch)
+
+
+def test_time_budget_stops_with_eval_and_checkpoint(tmp_path, fake_clock):
+    # a 0.06 s budget at 0.025 s per step: steps 1 and 2 fit in it, step 3 (0.075 s) spends it
     cfg = _cfg(tmp_path, "train.max_steps=100000", "train.batch_size=16", "train.max_minutes=0.001",
                "train.eval_every=0")
-    res = fit(PointerTask(cfg), cfg.train, cfg)
-    assert 1 <= res.step < 100000
+    res = fit(_TimedPointerTask(cfg, fake_clock, 0.025), cfg.train, cfg)
+    assert res.step == 3
+    assert res.seconds == pytest.approx(0.075)
     assert "accuracy" in res.last_metrics  # evaluated at the stop
     assert list_checkpoints(tmp_path)[-1].name == f"step_{res.step:08d}"
 
@@ -206,14 +238,24 @@ def test_schedule_by_time_follows_the_clock_and_is_checkpointed():
     assert again.elapsed_s == 15.0 and again.factor(50) == pytest.approx(sch.factor(50))
 
 
-def test_time_schedule_run_anneals_within_its_budget(tmp_path):
-    cfg = _cfg(tmp_path, "train.max_steps=100000", "train.batch_size=16", "train.max_minutes=0.02",
+def test_time_schedule_run_anneals_within_its_budget(tmp_path, fake_clock):
+    # a 15 s budget (0.25 min) at 0.4 s per step on the fake clock: the outcome cannot depend on machine load
+    dt, budget = 0.4, 15.0
+    cfg = _cfg(tmp_path, "train.max_steps=100000", "train.batch_size=16", "train.max_minutes=0.25",
                "train.eval_every=0", "train.log_every=1", "train.schedule.name=cosine",
                "train.schedule.by_time=true", "train.schedule.min_lr_ratio=0.0")
-    res = fit(PointerTask(cfg), cfg.train, cfg)
-    assert 1 <= res.step < 100000
+    res = fit(_TimedPointerTask(cfg, fake_clock, dt), cfg.train, cfg)
+    # it stops at the first step that spends the budget (38 * 0.4 s > 15 s), far before max_steps
+    assert res.step == 38 and res.seconds == pytest.approx(38 * dt)
     with open(tmp_path / "metrics.csv") as fh:
         lrs = [float(r["value"]) for r in csv.DictReader(fh) if r["metric"] == "lr"]
     base = cfg.train.optim.lr
-    assert lrs[0] > 0.9 * base and lrs[-1] < 0.2 * base  # started high, ended near the floor on the clock
-    assert all(b <= a + 1e-12 for a, b in zip(lrs, lrs[1:]))
+    assert len(lrs) == res.step
+    # the rate of step k follows the time spent when it is taken (k * dt), not the step count out of max_steps
+    expected = [base * 0.5 * (1 + math.cos(math.pi * min(k * dt / budget, 1.0))) for k in range(1, res.step + 1)]
+    assert lrs == pytest.approx(expected, rel=1e-5, abs=1e-12)
+    assert lrs[0] > 0.99 * base and lrs[-1] < 1e-6 * base  # started at the base rate, ended at the floor
+    assert all(b < a for a, b in zip(lrs, lrs[1:]))  # strictly annealing
+    # the spent time is checkpointed, so a resumed run continues the curve
+    state = load_trainer_state(list_checkpoints(tmp_path)[-1] / STATE_FILE)
+    assert state["schedule"]["elapsed_s"] == pytest.approx(38 * dt)

@@ -19,9 +19,36 @@ ARGS = [
 ]
 
 
-def _cmd(run_dir: Path, slow: float) -> list[str]:
-    return [sys.executable, "-m", "shared_attention.cli", "demo", "--quiet", f"train.run_dir={run_dir}",
-            f"data.slow_step_s={slow}", *ARGS]
+# The demo CLI in a child that parks itself for good at a chosen training micro-step, after touching a file:
+# the test kills it there (no race between the test's polling and the child's progress, whatever the load).
+_PARKING_CHILD = """
+import sys, threading
+from pathlib import Path
+from shared_attention import cli, toy
+
+park_at, marker = int(sys.argv[1]), Path(sys.argv[2])
+calls = 0
+step = toy.PointerTask.training_step
+
+def training_step(self, model, batch):
+    global calls
+    calls += 1
+    if calls == park_at:
+        marker.touch()
+        threading.Event().wait()  # until SIGKILL
+    return step(self, model, batch)
+
+toy.PointerTask.training_step = training_step
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+def _demo_args(run_dir: Path) -> list[str]:
+    return ["demo", "--quiet", f"train.run_dir={run_dir}", *ARGS]
+
+
+def _cmd(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "shared_attention.cli", *_demo_args(run_dir)]
 
 
 def _env() -> dict[str, str]:
@@ -39,26 +66,28 @@ def _final(run_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.timeout(300)
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "killed"
-    subprocess.run(_cmd(ref_dir, 0.0), check=True, env=_env(), timeout=240)
+    subprocess.run(_cmd(ref_dir), check=True, env=_env(), timeout=240)
 
-    proc = subprocess.Popen(_cmd(run_dir, 0.05), env=_env())
-    target = run_dir / "checkpoints" / "step_00000020" / "manifest.json"
-    deadline = time.time() + 200
-    while not target.exists():
-        assert proc.poll() is None, "training ended before it could be killed"
-        assert time.time() < deadline, "no checkpoint at step 20"
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # park in the middle of step 26 (its second micro-batch of two): after checkpoint 20, before checkpoint 30
+    marker = tmp_path / "parked"
+    proc = subprocess.Popen([sys.executable, "-c", _PARKING_CHILD, str(2 * 26), str(marker), *_demo_args(run_dir)],
+                            env=_env())
+    try:
+        deadline = time.monotonic() + 240  # a hang guard: the child needs seconds
+        while not marker.exists():
+            assert proc.poll() is None, "training ended before it reached step 26"
+            assert time.monotonic() < deadline, "the child did not reach step 26"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    steps_at_kill = [p.name for p in list_checkpoints(run_dir)]
-    assert "step_00000040" not in steps_at_kill
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step_00000010", "step_00000020"]
     found = find_resumable(run_dir)
-    assert found is not None
-    resumed_from = found[2]["step"]
-    assert 20 <= resumed_from < 40
+    assert found is not None and found[2]["step"] == 20
 
-    subprocess.run(_cmd(run_dir, 0.0), check=True, env=_env(), timeout=240)
+    subprocess.run(_cmd(run_dir), check=True, env=_env(), timeout=240)
     ref, got = _final(ref_dir), _final(run_dir)
     assert ref.keys() == got.keys()
     for k in ref:
@@ -76,7 +105,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
 def test_resume_skips_corrupted_latest_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     ref_dir = tmp_path / "ref"
-    cmd = _cmd(run_dir, 0.0)
+    cmd = _cmd(run_dir)
     short = [a if not a.startswith("train.max_steps") else "train.max_steps=30" for a in cmd]
     subprocess.run(short, check=True, env=_env(), timeout=240)
     latest = list_checkpoints(run_dir)[-1]
@@ -87,6 +116,6 @@ def test_resume_skips_corrupted_latest_checkpoint(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "trainer_state.pt" in out.stderr and "step_00000030" in out.stderr
     assert "step 20" in out.stderr
-    subprocess.run(_cmd(ref_dir, 0.0), check=True, env=_env(), timeout=240)
+    subprocess.run(_cmd(ref_dir), check=True, env=_env(), timeout=240)
     ref, got = _final(ref_dir), _final(run_dir)
     assert all(torch.equal(ref[k], got[k]) for k in ref)

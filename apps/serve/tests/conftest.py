@@ -8,7 +8,6 @@ import socket
 import struct
 import threading
 import time
-import wave
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,22 +17,10 @@ import numpy as np
 import pytest
 import torch
 
+from shared_attention.io import encode_png, encode_wav, png_chunk, synth_png, synth_wav
 from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase
 
 # ------------------------------------------------------------------------------------------ byte builders
-
-
-def png_chunk(ctype: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
-
-
-def png_bytes(img: np.ndarray) -> bytes:
-    """An RGB uint8 image as PNG (real encoder: OpenCV)."""
-    import cv2
-
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[:, :, ::-1]))
-    assert ok
-    return bytes(buf.tobytes())
 
 
 def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
@@ -46,22 +33,10 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
 def wav_bytes(
     sample_rate: int = 8000, seconds: float = 0.5, channels: int = 1, float_data: np.ndarray | None = None
 ) -> bytes:
-    """A 16-bit PCM WAV (or an IEEE-float WAV holding ``float_data``)."""
+    """A 16-bit PCM WAV of a test tone (or an IEEE-float WAV holding the interleaved ``float_data``)."""
     if float_data is not None:
-        data = np.asarray(float_data, dtype="<f4").tobytes()
-        fmt = struct.pack("<HHIIHH", 3, channels, sample_rate, sample_rate * 4 * channels, 4 * channels, 32)
-        body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(data)) + data
-        return b"RIFF" + struct.pack("<I", len(body)) + body
-    t = np.arange(int(sample_rate * seconds)) / sample_rate
-    x = 0.3 * np.sin(2 * np.pi * 440 * t)
-    pcm = (np.repeat(x[:, None], channels, axis=1) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
+        return encode_wav(np.asarray(float_data).reshape(-1, channels).T, sample_rate, float32=True)
+    return synth_wav(seconds, sample_rate, channels=channels)
 
 
 def nifti_bytes(shape: tuple[int, ...] = (6, 5, 4), gz: bool = True, affine: np.ndarray | None = None) -> bytes:
@@ -129,7 +104,7 @@ class FakeAnomalyPredictor(PredictorBase):
         overlay = (0.5 * img + 0.5 * np.concatenate([heat, np.zeros_like(heat), 1 - heat], axis=2)) * 255
         return {
             "score": float(output["score"][0]),
-            "heatmap_png": png_bytes(overlay.astype(np.uint8)),
+            "heatmap_png": encode_png(overlay.astype(np.uint8)),
             "threshold": 0.25,
         }
 
@@ -182,8 +157,8 @@ class FakeSegPredictor(PredictorBase):
             lab = (labels * 255).astype(np.uint8)
             rgb = np.stack([lab, np.zeros_like(lab), np.zeros_like(lab)], axis=2)
             return {
-                "labels_png": png_bytes(np.repeat(labels[:, :, None], 3, 2).astype(np.uint8)),
-                "overlay_png": png_bytes(rgb),
+                "labels_png": encode_png(np.repeat(labels[:, :, None], 3, 2).astype(np.uint8)),
+                "overlay_png": encode_png(rgb),
                 "classes": self.classes,
             }
         img = nib.Nifti1Image(labels, output["affine"][0].numpy())
@@ -267,7 +242,7 @@ class FakeRankingPredictor(PredictorBase):
     @torch.no_grad()
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
         if self.gate is not None:
-            self.gate.wait(10)
+            self.gate.wait(60)  # a cap so that a test that forgets to open the gate cannot hang forever
         if self.delay_s:
             time.sleep(self.delay_s)
         self.batch_sizes.append(batch.shape[0])
@@ -330,8 +305,7 @@ def restoration_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_png() -> bytes:
-    rng = np.random.default_rng(0)
-    return png_bytes((rng.random((12, 16, 3)) * 255).astype(np.uint8))
+    return synth_png(12, 16, seed=0)
 
 
 def free_port() -> int:
@@ -389,7 +363,7 @@ def real_anomaly_factory() -> Any:
 def kit() -> SimpleNamespace:
     """The helpers and fake predictors above, for the test modules (conftest is not importable by name)."""
     return SimpleNamespace(
-        png_bytes=png_bytes,
+        png_bytes=encode_png,
         bomb_png=bomb_png,
         wav_bytes=wav_bytes,
         nifti_bytes=nifti_bytes,

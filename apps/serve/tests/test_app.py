@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -292,9 +293,8 @@ def test_full_queue_answers_503_with_retry_after_then_recovers(kit):
         for t in threads:
             t.start()
         info = c.get("/v1/info").json()["models"]["ranking"]["batching"]
-        for _ in range(200):  # wait until both requests hold their slots
-            if info["in_flight"] == 2:
-                break
+        deadline = time.monotonic() + 120  # a hang guard: both requests hold their slots within milliseconds
+        while info["in_flight"] < 2 and time.monotonic() < deadline:
             threading.Event().wait(0.01)
             info = c.get("/v1/info").json()["models"]["ranking"]["batching"]
         assert info["in_flight"] == 2
@@ -302,22 +302,28 @@ def test_full_queue_answers_503_with_retry_after_then_recovers(kit):
         assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1 and "queue is full" in detail(r)
         pred.gate.set()
         for t in threads:
-            t.join(10)
+            t.join(60)  # hang guard: the requests finish within milliseconds of the gate opening
         assert results == [200, 200]
         assert c.post("/v1/ranking/predict", json=[{"x": 1, "y": 0}]).status_code == 200
         assert c.get("/v1/info").json()["models"]["ranking"]["batching"]["rejected_full"] == 1
 
 
 def test_request_timeout_answers_504_and_server_keeps_serving(kit):
-    pred = kit.FakeRankingPredictor(delay_s=0.5)
-    settings = ServeSettings(sources=(ModelSource("ranking", factory=lambda: pred),), timeout_s=0.2)
+    import threading
+
+    pred = kit.FakeRankingPredictor()
+    pred.gate = threading.Event()  # closed: the first call cannot answer before the timeout, however fast the machine
+    # the timeout must still leave the second (trivial, milliseconds) request ample time on a slow, loaded machine
+    settings = ServeSettings(sources=(ModelSource("ranking", factory=lambda: pred),), timeout_s=1.0)
     with TestClient(create_app(settings)) as c:
         r = c.post("/v1/ranking/predict", json=[{"x": 1, "y": 0}])
         assert r.status_code == 504 and "timeout" in detail(r)
-        pred.delay_s = 0.0
-        import time
-
-        time.sleep(0.5)  # let the abandoned call finish
+        assert pred.batch_sizes == []  # still parked in predict
+        pred.gate.set()  # the abandoned call finishes now
+        deadline = time.monotonic() + 120  # a hang guard: this takes milliseconds
+        while not pred.batch_sizes:
+            assert time.monotonic() < deadline, "the abandoned call never finished"
+            threading.Event().wait(0.01)
         assert c.post("/v1/ranking/predict", json=[{"x": 1, "y": 0}]).json() == {"scores": [2.0]}
 
 

@@ -40,7 +40,7 @@ def test_signature_collate_split_roundtrip():
 
 def _wait_taken(w: ModelWorker) -> None:
     """Waits until the blocker request sits in ``predict`` behind the closed gate."""
-    assert w.predictor.entered.wait(10), "the worker never called predict"
+    assert w.predictor.entered.wait(60), "the worker never called predict"  # hang guard: takes milliseconds
     assert not w._queue
 
 
@@ -60,7 +60,7 @@ class _Doubler:
 
     def predict(self, batch):
         self.entered.set()
-        self.gate.wait(5)
+        self.gate.wait(60)  # a cap so that a test that forgets to open the gate cannot hang forever
         self.sizes.append(batch.shape[0])
         return batch * 2
 
@@ -122,39 +122,93 @@ def test_capacity_and_cancelled_items_are_skipped():
         _wait_taken(w)
         dropped = w.submit_tensor(torch.zeros(1, 1))
         assert dropped.cancel()  # a timed-out request leaves the queue
+        after = w.submit_tensor(torch.full((1, 1), 3.0))  # queued behind it: once answered, the worker is past it
         model.gate.set()
         first.result(5)
-        time.sleep(0.05)
-        assert model.sizes == [1]
+        assert after.result(5)[1].tolist() == [[6.0]]
+        assert model.sizes == [1, 1]  # the blocker, then `after` alone: the cancelled item never reached predict
     finally:
         w.close()
+
+
+class _GatedPredict:
+    """Replaces a predictor's ``predict``: records the rows of each call as it enters, then waits for the gate."""
+
+    def __init__(self, pred) -> None:
+        self.inner = pred.predict
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered: list[int] = []
+        pred.predict = self
+
+    def __call__(self, batch):
+        sig = batch_signature(batch)
+        self.entered.append(sig[1] if sig else 1)
+        self.gate.wait(60)  # a cap so that a failing test cannot hang forever
+        return self.inner(batch)
+
+
+def _hold_until_merged(gated: _GatedPredict, worker: ModelWorker, rows: int, submit):
+    """Closes the gate, runs ``submit()``, and opens the gate once the call parked in predict or the requests
+    queued behind it hold more than ``rows`` rows: the next predict call then merges them. Events, not timing:
+    whatever the machine's speed, requests accumulate while the gate is closed."""
+    gated.entered.clear()
+    gated.gate.clear()
+    try:
+        futures = submit()
+        deadline = time.monotonic() + 120  # a hang guard: this takes milliseconds
+        while True:
+            with worker._cond:
+                queued = sum(it.rows for it in worker._queue)
+            if gated.entered and (gated.entered[0] > rows or queued > rows):
+                break
+            assert time.monotonic() < deadline, f"{worker.domain}: requests did not queue up ({queued} rows)"
+            time.sleep(0.01)
+    finally:
+        gated.gate.set()
+    return [f.result() for f in futures]
 
 
 def test_concurrent_http_requests_are_batched_and_correct(restoration_run, kit, sample_png):
     import httpx
 
-    ranker = kit.FakeRankingPredictor(delay_s=0.02)
+    ranker = kit.FakeRankingPredictor()
+    gated: dict[str, _GatedPredict] = {}
+
+    def restoration():
+        pred = ModelSource("restoration", run_dir=str(restoration_run)).load()
+        gated["restoration"] = _GatedPredict(pred)
+        return pred
+
     settings = ServeSettings(
         sources=(
             ModelSource("ranking", factory=lambda: ranker),
-            ModelSource("restoration", run_dir=str(restoration_run)),
+            ModelSource("restoration", factory=restoration),
         ),
         max_batch=16,
         max_wait_ms=20.0,
         threads=1,
     )
+    gated["ranking"] = _GatedPredict(ranker)
     rng = np.random.default_rng(1)
     reqs = [[{"x": float(a), "y": float(b)} for a, b in rng.random((int(rng.integers(1, 5)), 2))] for _ in range(40)]
-    with kit.LiveServer(create_app(settings)) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+    app = create_app(settings)
+    with kit.LiveServer(app) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
         alone = c.post("/v1/restoration/predict", files={"file": ("a.png", sample_png)}).content
+        workers = {d: app.state.served[d].worker for d in ("ranking", "restoration")}
 
         def rank(cands):
             return c.post("/v1/ranking/predict", json=cands)
 
+        def image(_):
+            return c.post("/v1/restoration/predict", files={"file": ("a.png", sample_png)})
+
         with ThreadPoolExecutor(16) as ex:
-            responses = list(ex.map(rank, reqs))
-            images = list(
-                ex.map(lambda _: c.post("/v1/restoration/predict", files={"file": ("a.png", sample_png)}), range(8))
+            responses = _hold_until_merged(
+                gated["ranking"], workers["ranking"], 4, lambda: [ex.submit(rank, r) for r in reqs]
+            )
+            images = _hold_until_merged(
+                gated["restoration"], workers["restoration"], 1, lambda: [ex.submit(image, i) for i in range(8)]
             )
         for cands, r in zip(reqs, responses):
             assert r.status_code == 200

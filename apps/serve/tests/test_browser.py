@@ -14,6 +14,7 @@ from sa_serve.app import ServeSettings, create_app
 from sa_serve.registry import ModelSource
 
 CHROMIUM = os.environ.get("SA_SERVE_CHROMIUM", "/usr/bin/chromium")
+WAIT_MS = 120_000  # hang guard of every browser wait (each waits for well under a second of work)
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"{CHROMIUM} not installed (the Makefile installs it)")
@@ -33,37 +34,41 @@ def test_page_uploads_to_restoration_and_anomaly(restoration_run, kit, tmp_path)
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
+            # instead of Playwright's defaults (5 s for expect, 30 s for page waits)
+            page.set_default_timeout(WAIT_MS)
+            page.set_default_navigation_timeout(WAIT_MS)
             requests: list[str] = []
             page.on("request", lambda r: requests.append(r.url))
             page.goto(srv.url + "/")
-            expect(page.locator("#tab-restoration")).to_be_visible()
-            expect(page.locator("#tab-anomaly")).to_be_visible()
+            expect(page.locator("#tab-restoration")).to_be_visible(timeout=WAIT_MS)
+            expect(page.locator("#tab-anomaly")).to_be_visible(timeout=WAIT_MS)
 
             # restoration: before/after slider with the x2 output
             page.set_input_files("[data-testid=restoration-file]", str(img))
             page.click("[data-testid=restoration-run]")
             after = page.locator("[data-testid=restoration-after]")
-            expect(after).to_be_visible(timeout=60_000)
+            expect(after).to_be_visible(timeout=WAIT_MS)
             page.wait_for_function("document.querySelector('[data-testid=restoration-after]').naturalWidth > 0")
             assert after.evaluate("e => [e.naturalWidth, e.naturalHeight]") == [48, 40]
-            expect(page.locator("#panel-restoration input[type=range]")).to_be_visible()
+            expect(page.locator("#panel-restoration input[type=range]")).to_be_visible(timeout=WAIT_MS)
 
             # a rejected upload shows the server's message and the page keeps working
             page.set_input_files("[data-testid=restoration-file]", str(text))
             page.click("[data-testid=restoration-run]")
             err = page.locator("#panel-restoration .error")
-            expect(err).to_be_visible(timeout=30_000)
-            expect(err).to_contain_text("Rejected (HTTP 415)")
-            expect(err).to_contain_text("unknown data")
+            expect(err).to_be_visible(timeout=WAIT_MS)
+            expect(err).to_contain_text("Rejected (HTTP 415)", timeout=WAIT_MS)
+            expect(err).to_contain_text("unknown data", timeout=WAIT_MS)
 
             # anomaly: score + heatmap overlay
             page.click("#tab-anomaly")
             page.set_input_files("[data-testid=anomaly-file]", str(img))
             page.click("[data-testid=anomaly-run]")
             score = page.locator("[data-testid=anomaly-score]")
-            expect(score).to_be_visible(timeout=60_000)
-            expect(score).to_contain_text("score ")
-            expect(score).to_contain_text("threshold" if anomaly is kit.FakeAnomalyPredictor else "no threshold")
+            expect(score).to_be_visible(timeout=WAIT_MS)
+            expect(score).to_contain_text("score ", timeout=WAIT_MS)
+            expected = "threshold" if anomaly is kit.FakeAnomalyPredictor else "no threshold"
+            expect(score).to_contain_text(expected, timeout=WAIT_MS)
             page.wait_for_function("document.querySelector('[data-testid=anomaly-heatmap]').naturalWidth > 0")
             shot = tmp_path / "sa-serve-anomaly.png"
             page.screenshot(path=str(shot), full_page=True)

@@ -74,7 +74,7 @@ def test_summary_rejects_bad_files_with_their_name(tmp_path, capsys):
 
 def test_discovery_and_runs_folder(restoration_run, tmp_path):
     installed = discover()
-    assert installed["restoration"] == "sa_restoration.predictor:SRPredictor" and "toy" in installed
+    assert installed["restoration"] == "sa_restoration.predictor:RestorationPredictor" and "toy" in installed
     for d in ("anomaly", "medseg", "speechsep", "ranking"):  # declared by the packages' pyproject
         assert d in installed
     srcs = find_runs(restoration_run.parent)
@@ -161,16 +161,17 @@ def test_real_server_with_two_workers_and_token(restoration_run, sample_png, kit
         while True:
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
             try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                if httpx.get(url + "/readyz", timeout=30).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             assert time.monotonic() < deadline, "server did not become ready"
             time.sleep(0.5)
-        assert httpx.post(url + "/v1/restoration/predict", content=sample_png).status_code == 401
+        # explicit timeouts: generous hang guards (httpx's default is 5 s) on calls that take milliseconds
+        assert httpx.post(url + "/v1/restoration/predict", content=sample_png, timeout=60).status_code == 401
         pids = set()
         for _ in range(12):
-            r = httpx.get(url + "/v1/info", headers={"Authorization": "Bearer t0k"})
+            r = httpx.get(url + "/v1/info", headers={"Authorization": "Bearer t0k"}, timeout=60)
             pids.add(r.json()["server"]["pid"])
         r = httpx.post(
             url + "/v1/restoration/predict", content=sample_png, headers={"Authorization": "Bearer t0k"}, timeout=60
@@ -180,7 +181,7 @@ def test_real_server_with_two_workers_and_token(restoration_run, sample_png, kit
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            out, _ = proc.communicate(timeout=30)
+            out, _ = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()

@@ -32,7 +32,7 @@ def test_two_rank_dmp_training(tmp_path) -> None:
         "--master_addr=127.0.0.1",
         f"--master_port={_free_port()}",
         "-m",
-        "sa_ranking.cli",
+        "sa_ranking.domain",
         "train",
         "--config",
         "hiformer",
@@ -70,7 +70,7 @@ def test_two_rank_dmp_training(tmp_path) -> None:
     assert len(owners) == 4 and all(len(v) == 1 for v in owners.values())
     assert {next(iter(v)) for v in owners.values()} == {"0", "1"}
 
-    from sa_ranking.cli import evaluate_run
+    from sa_ranking.evaluate import evaluate_run
 
     res = evaluate_run(run)
     assert res["rows"] == 300 and 0.0 <= res["auc"] <= 1.0

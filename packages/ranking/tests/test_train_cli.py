@@ -71,8 +71,7 @@ def test_resume_is_bit_exact_and_checkpoints_are_dcp(data, tmp_path) -> None:
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert not torch.equal(a["ebc.embedding_bags.t_user.weight"], start["ebc.embedding_bags.t_user.weight"])
-    # torchrec's TrainPipelineSparseDist (input dist of the next batch overlapped) trains the same weights,
-    # and evaluating in the middle (pipeline detached and re-attached) does not disturb it
+    # train.pipeline (torchrec's TrainPipelineSparseDist) is deprecated: accepted, ignored, the same weights
     piped = train(
         load_ranking_config(
             "hiformer",

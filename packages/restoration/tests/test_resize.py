@@ -8,8 +8,9 @@ import time
 import cv2
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from sa_restoration.metrics import psnr_y, quantize_uint8
-from sa_restoration.resize import bicubic_upscale, cubic, imresize, resize_weights
+from sa_restoration.resize import _weight_matrix, bicubic_upscale, cubic, imresize, resize_weights
 
 
 def _keys(t: float) -> float:
@@ -123,13 +124,35 @@ def test_differs_from_opencv() -> None:
     assert 40 < psnr(up, cv_up) < 48
 
 
+@pytest.mark.parametrize("scale", [0.5, 0.25, 2.0])
+def test_cost_is_linear_in_pixels_and_weights_are_cached(scale: float) -> None:
+    """The cost, stated without a clock: each axis is one sparse product with at most the kernel's taps per
+    output pixel (no dense n x m operator, no per-pixel Python), built once per (size, scale)."""
+    n = 509  # not a size other tests use, so the cache starts cold for it
+    out_n = math.ceil(n * scale - 1e-9)
+    taps = math.ceil(4.0 / min(scale, 1.0)) + 2  # support of the (stretched) cubic kernel, plus MATLAB's 2 extra
+    _weight_matrix.cache_clear()
+    img = np.random.default_rng(0).random((n, n, 3)).astype(np.float32)
+    out = imresize(img, scale)
+    assert out.shape == (out_n, out_n, 3)
+    info = _weight_matrix.cache_info()
+    assert info.misses == 1 and info.hits == 1  # square image: one operator serves both axes
+    m = _weight_matrix(n, out_n, float(scale), True)
+    assert sp.issparse(m) and m.shape == (out_n, n)
+    assert m.nnz <= out_n * taps  # work per axis: O(output pixels x taps), not O(output x input)
+    imresize(img[:, :-1], scale)  # a new width only: the row operator is reused
+    assert _weight_matrix.cache_info().misses == 2
+
+
 def test_speed_512() -> None:
+    """Wall-clock sanity bound only (the cost itself is asserted above without a clock): ~3 ms per call on
+    one core today; the bound is generous enough for a 20x slower or heavily loaded machine."""
     img = np.random.default_rng(0).random((512, 512, 3)).astype(np.float32)
     imresize(img, 0.25)  # warm the weight cache
     t = time.perf_counter()
     for s in (0.5, 0.25):
         imresize(img[:-1, :-3], s)  # uncached sizes
-    assert (time.perf_counter() - t) / 2 < 0.2
+    assert (time.perf_counter() - t) / 2 < 2.0
 
 
 def test_bad_arguments() -> None:

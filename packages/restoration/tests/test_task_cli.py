@@ -106,13 +106,13 @@ def test_cli_predict_evaluate_convert_errors(trained, tiny_data, tmp_path, capsy
     assert not (tmp_path / "o2.png").exists()
     assert cli_main(["evaluate", "--run", str(run), "--json", str(tmp_path / "r.json")]) == 0
     summary = json.loads((run / "evaluation.json").read_text())
-    rows = json.loads((tmp_path / "r.json").read_text())
+    rows = json.loads((tmp_path / "r.json").read_text())["details"]["per_image"]
     assert summary["domain"] == "restoration" and summary["higher_is_better"] is True
     assert summary["model"] == pytest.approx(sum(r["psnr_y"] for r in rows) / len(rows))
     assert summary["baseline"] == pytest.approx(sum(r["bicubic_psnr_y"] for r in rows) / len(rows))
     table = capsys.readouterr().out
     assert "mean" in table and "v0" in table
-    rows = json.loads((tmp_path / "r.json").read_text())
+    assert json.loads((tmp_path / "r.json").read_text()) == summary
     assert len(rows) == 2 and all(r["psnr_y"] > 10 for r in rows)
     assert cli_main(["evaluate", "--run", str(tmp_path / "missing")]) == 2
 

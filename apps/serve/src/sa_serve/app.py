@@ -40,6 +40,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from shared_attention.io import synth_png, synth_wav
+
 from . import __version__
 from .batching import ModelWorker, QueueFullError
 from .registry import ModelSource, discover
@@ -190,42 +192,6 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return HTTPException(status_code=status, detail=message, headers=dict(headers) if headers else None)
 
 
-def _png_bytes(width: int, height: int) -> bytes:
-    """A small RGB gradient PNG (warm-up input), encoded with zlib only."""
-    import struct
-    import zlib
-
-    rows = b"".join(
-        b"\x00" + bytes(v for x in range(width) for v in ((x * 7 + y * 3) % 256, (x * 5) % 256, (y * 11) % 256))
-        for y in range(height)
-    )
-
-    def chunk(t: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + t + body + struct.pack(">I", zlib.crc32(t + body) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
-
-
-def _wav_bytes(sample_rate: int, seconds: float, channels: int = 1) -> bytes:
-    """A quiet two-tone 16-bit PCM WAV (warm-up input)."""
-    import io
-    import wave
-
-    import numpy as np
-
-    t = np.arange(int(sample_rate * seconds)) / sample_rate
-    x = 0.1 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 330 * t)
-    pcm = (np.repeat(x[:, None], channels, axis=1) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
-
-
 def _warmup(served: Served) -> None:
     pred = served.predictor
     if hasattr(pred, "warmup"):
@@ -236,9 +202,9 @@ def _warmup(served: Served) -> None:
     kind = getattr(spec, "kind", None)
     constraints = dict(getattr(spec, "constraints", {}) or {})
     if kind == "image":
-        raw: Any = _png_bytes(32, 32)
+        raw: Any = synth_png(32, 32)
     elif kind == "audio":
-        raw = _wav_bytes(int(constraints.get("sample_rate", 16000)), 1.0, int(constraints.get("channels", 1)))
+        raw = synth_wav(1.0, int(constraints.get("sample_rate", 16000)), channels=int(constraints.get("channels", 1)))
     else:
         served.warmup_note = f"no synthetic {kind} input; the first request warms the model"
         return

@@ -1,9 +1,7 @@
 """One model-vs-baseline table across domains, from each run folder's ``evaluation.json``.
 
-Every domain's ``evaluate`` command writes ``<run_dir>/evaluation.json``::
-
-    {"domain": str, "metric": str, "model": float, "baseline": float, "baseline_name": str,
-     "higher_is_better": bool, "details": {...}}
+Every domain's ``evaluate`` command writes ``<run_dir>/evaluation.json``, whose format is owned by
+:class:`shared_attention.evaluation.Evaluation` (re-exported here).
 
 ``sa-serve summary RUNS_DIR`` reads the ones directly under ``RUNS_DIR/*/`` (and ``RUNS_DIR`` itself) and prints
 one row per run: the metric, the model's and the baseline's value, the difference and whether the model wins.
@@ -12,78 +10,12 @@ one row per run: the metric, the model's and the baseline's value, the differenc
 from __future__ import annotations
 
 import json
-import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from shared_attention.evaluation import EVALUATION_FILE, Evaluation, EvaluationError, read_evaluation
 
 __all__ = ["Evaluation", "EvaluationError", "find_evaluations", "format_table", "main", "read_evaluation"]
-
-EVALUATION_FILE = "evaluation.json"
-
-
-class EvaluationError(ValueError):
-    """An ``evaluation.json`` that does not follow the contract (the message names the file and field)."""
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """One run's summary."""
-
-    path: Path
-    domain: str
-    metric: str
-    model: float
-    baseline: float
-    baseline_name: str
-    higher_is_better: bool
-    details: dict[str, Any]
-
-    @property
-    def delta(self) -> float:
-        """model - baseline."""
-        return self.model - self.baseline
-
-    @property
-    def wins(self) -> bool:
-        """Whether the model beats the baseline in the metric's direction."""
-        return self.delta > 0 if self.higher_is_better else self.delta < 0
-
-
-def read_evaluation(path: str | Path) -> Evaluation:
-    """Reads and validates one ``evaluation.json``."""
-    p = Path(path)
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise EvaluationError(f"{p}: cannot read ({exc.strerror or exc})") from exc
-    except ValueError as exc:
-        raise EvaluationError(f"{p}: invalid JSON ({exc})") from exc
-    if not isinstance(d, dict):
-        raise EvaluationError(f"{p}: expected a JSON object")
-    for key, typ in (("domain", str), ("metric", str), ("baseline_name", str), ("higher_is_better", bool)):
-        if not isinstance(d.get(key), typ):
-            raise EvaluationError(f"{p}: field {key!r} must be a {typ.__name__}, got {d.get(key)!r}")
-    values = {}
-    for key in ("model", "baseline"):
-        v = d.get(key)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise EvaluationError(f"{p}: field {key!r} must be a finite number, got {v!r}")
-        values[key] = float(v)
-    details = d.get("details", {})
-    if not isinstance(details, dict):
-        raise EvaluationError(f"{p}: field 'details' must be an object")
-    return Evaluation(
-        p,
-        d["domain"],
-        d["metric"],
-        values["model"],
-        values["baseline"],
-        d["baseline_name"],
-        d["higher_is_better"],
-        details,
-    )
 
 
 def find_evaluations(root: str | Path) -> list[Path]:
@@ -106,7 +38,7 @@ def format_table(rows: list[Evaluation]) -> str:
     body = [
         (
             r.domain,
-            r.path.parent.name,
+            r.path.parent.name if r.path else "-",
             r.metric + (" (higher is better)" if r.higher_is_better else " (lower is better)"),
             _fmt(r.model),
             f"{_fmt(r.baseline)} ({r.baseline_name})",
@@ -155,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     {
                         "domain": r.domain,
-                        "run": str(r.path.parent),
+                        "run": str(r.path.parent) if r.path else None,
                         "metric": r.metric,
                         "model": r.model,
                         "baseline": r.baseline,

@@ -1,7 +1,9 @@
 """Checks on uploaded bytes that run *before* a predictor sees them: content sniffing, header-only size checks.
 
 Nothing here decodes pixels or samples. Every check reads a few header bytes and raises :class:`UploadError`
-with the HTTP status to answer and a message that names the field:
+with the HTTP status to answer and a message that names the field. Sniffing and the image / WAV header parsers
+are :mod:`shared_attention.io`'s; their :class:`~shared_attention.io.MediaError` becomes an :class:`UploadError`
+(400; 413 for too many pixels, 415 for an unsupported WAV encoding) whose message starts with ``upload:``.
 
 * :func:`sniff` identifies the format from magic bytes (the client's ``Content-Type`` and file name are ignored).
 * :func:`image_dimensions` reads width and height from the PNG ``IHDR`` (after walking every chunk with its CRC,
@@ -20,11 +22,14 @@ import json
 import math
 import struct
 import zlib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+
+from shared_attention import io as media_io
+from shared_attention.io import WavFormat
 
 __all__ = [
     "UploadError",
@@ -38,7 +43,11 @@ __all__ = [
     "wav_format",
 ]
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: What the shared header checks call an upload in their messages.
+UPLOAD_NAME = "upload"
+
+#: :func:`shared_attention.io.sniff_media_type` under the name this module's callers use.
+sniff = media_io.sniff_media_type
 
 
 class UploadError(ValueError):
@@ -49,193 +58,48 @@ class UploadError(ValueError):
         self.status = status
 
 
-def sniff(data: bytes) -> str | None:
-    """The MIME type implied by the first bytes of ``data``, or None when unknown."""
-    if data.startswith(PNG_SIGNATURE):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith(b"BM") and len(data) >= 26:
-        return "image/bmp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        return "audio/wav"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image/tiff"
-    if data[:2] == b"\x1f\x8b":
-        return "application/gzip"
-    if len(data) >= 348 and data[344:348] in (b"n+1\x00", b"ni1\x00"):
-        return "application/x-nifti"
-    if data[:4] == b"fLaC":
-        return "audio/flac"
-    if data[:4] == b"OggS":
-        return "audio/ogg"
-    stripped = data.lstrip()[:1]
-    if stripped in (b"{", b"["):
-        return "application/json"
-    return None
+@contextmanager
+def _upload_errors() -> Iterator[None]:
+    """Re-raises :class:`~shared_attention.io.MediaError` as :class:`UploadError` with its HTTP status."""
+    try:
+        yield
+    except media_io.MediaTooLargeError as exc:
+        raise UploadError(str(exc), 413) from exc
+    except media_io.UnsupportedMediaError as exc:
+        raise UploadError(str(exc), 415) from exc
+    except media_io.MediaError as exc:
+        raise UploadError(str(exc), 400) from exc
 
 
 # ------------------------------------------------------------------------------------------------ images
 
 
-def _png_dimensions(data: bytes) -> tuple[int, int]:
-    n = len(data)
-    pos = len(PNG_SIGNATURE)
-    dims: tuple[int, int] | None = None
-    while True:
-        if pos + 8 > n:
-            raise UploadError(f"truncated PNG: no IEND chunk (the data ends at byte {n})")
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        ctype = data[pos + 4 : pos + 8]
-        end = pos + 12 + length
-        if end > n:
-            raise UploadError(f"truncated PNG: chunk {ctype.decode('latin-1')!r} needs {end} bytes, got {n}")
-        (crc,) = struct.unpack(">I", data[end - 4 : end])
-        if zlib.crc32(data[pos + 4 : end - 4]) & 0xFFFFFFFF != crc:
-            raise UploadError(f"corrupt PNG: bad CRC in chunk {ctype.decode('latin-1')!r} at byte {pos}")
-        if dims is None:
-            if ctype != b"IHDR" or length != 13:
-                raise UploadError("corrupt PNG: the first chunk is not a 13-byte IHDR")
-            w, h = struct.unpack(">II", data[pos + 8 : pos + 16])
-            dims = (int(w), int(h))
-        if ctype == b"IEND":
-            return dims
-        pos = end
-
-
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def _jpeg_dimensions(data: bytes) -> tuple[int, int]:
-    n, pos = len(data), 2
-    while pos + 4 <= n:
-        if data[pos] != 0xFF:
-            raise UploadError(f"corrupt JPEG: expected a marker at byte {pos}")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if length < 2 or pos + 2 + length > n:
-            raise UploadError(f"truncated JPEG: segment 0x{marker:02X} at byte {pos} runs past the end")
-        if marker in _JPEG_SOF and length >= 7:
-            h, w = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            if data.rfind(b"\xff\xd9") < pos:
-                raise UploadError("truncated JPEG: no end-of-image marker")
-            return int(w), int(h)
-        if marker == 0xDA:
-            break
-        pos += 2 + length
-    raise UploadError("corrupt JPEG: no frame header (SOFn) before the image data")
-
-
-def _webp_dimensions(data: bytes) -> tuple[int, int]:
-    if len(data) < 30:
-        raise UploadError("truncated WebP header")
-    chunk = data[12:16]
-    if chunk == b"VP8X":
-        w = 1 + int.from_bytes(data[24:27], "little")
-        h = 1 + int.from_bytes(data[27:30], "little")
-        return w, h
-    if chunk == b"VP8L":
-        bits = int.from_bytes(data[21:25], "little")
-        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-    if chunk == b"VP8 ":
-        w, h = struct.unpack("<HH", data[26:30])
-        return int(w) & 0x3FFF, int(h) & 0x3FFF
-    raise UploadError(f"unsupported WebP chunk {chunk!r}")
-
-
 def image_dimensions(data: bytes, media_type: str) -> tuple[int, int] | None:
-    """(width, height) from the header of a sniffed image, or None for formats without a cheap header (TIFF)."""
-    if media_type == "image/png":
-        return _png_dimensions(data)
-    if media_type == "image/jpeg":
-        return _jpeg_dimensions(data)
-    if media_type == "image/bmp":
-        (hsize,) = struct.unpack("<I", data[14:18])
-        if hsize == 12:
-            w, h = struct.unpack("<HH", data[18:22])
-        else:
-            w, h = struct.unpack("<ii", data[18:26])
-        return abs(int(w)), abs(int(h))
-    if media_type == "image/gif":
-        if len(data) < 10:
-            raise UploadError("truncated GIF header")
-        w, h = struct.unpack("<HH", data[6:10])
-        return int(w), int(h)
-    if media_type == "image/webp":
-        return _webp_dimensions(data)
-    return None
+    """(width, height) from the header of a sniffed image, or None for formats without a cheap header (TIFF).
+
+    Raises:
+        UploadError: (400) for a truncated or corrupt header.
+    """
+    with _upload_errors():
+        return media_io.image_dimensions(data, media_type, name=UPLOAD_NAME)
 
 
 def check_image(data: bytes, media_type: str, max_pixels: int) -> tuple[int, int] | None:
-    """Refuses an image whose header declares an empty image or more than ``max_pixels`` pixels."""
+    """Refuses an image whose header declares an empty image (400) or more than ``max_pixels`` pixels (413)."""
     dims = image_dimensions(data, media_type)
     if dims is not None:
-        w, h = dims
-        if w <= 0 or h <= 0:
-            raise UploadError(f"invalid image size {w}x{h}")
-        if w * h > max_pixels:
-            raise UploadError(
-                f"image is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} pixels "
-                "(checked from the header, before decoding)",
-                413,
-            )
+        with _upload_errors():
+            media_io.check_pixels(dims[0], dims[1], max_pixels, UPLOAD_NAME)
     return dims
 
 
 # ------------------------------------------------------------------------------------------------- audio
 
 
-@dataclass(frozen=True)
-class WavFormat:
-    """What the ``fmt`` chunk of a WAV file says."""
-
-    sample_rate: int
-    channels: int
-    bits: int
-    is_float: bool
-    data_offset: int
-    data_size: int
-
-
 def wav_format(data: bytes) -> WavFormat:
-    """Parses the RIFF/WAVE chunks; raises :class:`UploadError` for truncated or malformed files."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise UploadError("not a RIFF/WAVE file")
-    pos, n = 12, len(data)
-    fmt: tuple[int, int, int, int] | None = None
-    while pos + 8 <= n:
-        cid = data[pos : pos + 4]
-        (size,) = struct.unpack("<I", data[pos + 4 : pos + 8])
-        body = pos + 8
-        if cid == b"fmt ":
-            if size < 16 or body + 16 > n:
-                raise UploadError("truncated WAV: the fmt chunk is incomplete")
-            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", data[body : body + 16])
-            if tag == 0xFFFE and size >= 40:  # WAVE_FORMAT_EXTENSIBLE: the sub-format GUID starts with the tag
-                (tag,) = struct.unpack("<H", data[body + 24 : body + 26])
-            fmt = (tag, channels, rate, bits)
-        elif cid == b"data":
-            if fmt is None:
-                raise UploadError("malformed WAV: data chunk before the fmt chunk")
-            tag, channels, rate, bits = fmt
-            if tag not in (1, 3):
-                raise UploadError(f"unsupported WAV encoding (format tag {tag}); send PCM or IEEE float", 415)
-            avail = min(size, n - body)
-            if avail < size and size != 0xFFFFFFFF:
-                raise UploadError(f"truncated WAV: the data chunk declares {size} bytes, {avail} present")
-            return WavFormat(int(rate), int(channels), int(bits), tag == 3, body, avail)
-        pos = body + size + (size & 1)
-    raise UploadError("truncated WAV: no data chunk")
+    """Parses the RIFF/WAVE chunks; raises :class:`UploadError` for truncated (400) or non-PCM/float (415) files."""
+    with _upload_errors():
+        return media_io.wav_format(data, UPLOAD_NAME)
 
 
 def check_audio(data: bytes, constraints: Mapping[str, Any]) -> WavFormat:

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 if TYPE_CHECKING:
-    from .model import FODAnomalyModel
+    from .models.fod import FODAnomalyModel
 
 __all__ = ["GaussianFit", "gaussian_baseline", "nearest_distances", "memory_bank_reference"]
 

@@ -5,15 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared_attention.engine import OptimConfig, ScheduleConfig, TrainConfig, load_bundled_config
+from shared_attention.engine import TrainConfig, load_bundled_config
 
-__all__ = ["ADModelConfig", "ADDataConfig", "ADLossConfig", "ADConfig", "CONFIG_DIR", "load_ad_config"]
+__all__ = [
+    "AnomalyModelConfig",
+    "AnomalyDataConfig",
+    "AnomalyLossConfig",
+    "AnomalyConfig",
+    "CONFIG_DIR",
+    "load_ad_config",
+    "ADModelConfig",
+    "ADDataConfig",
+    "ADLossConfig",
+    "ADConfig",
+]
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 
 
 @dataclass(frozen=True)
-class ADModelConfig:
+class AnomalyModelConfig:
     """The detector.
 
     Attributes:
@@ -38,7 +49,7 @@ class ADModelConfig:
 
 
 @dataclass(frozen=True)
-class ADDataConfig:
+class AnomalyDataConfig:
     """Data of one category.
 
     Attributes:
@@ -62,7 +73,7 @@ class ADDataConfig:
 
 
 @dataclass(frozen=True)
-class ADLossConfig:
+class AnomalyLossConfig:
     """Loss weights (official defaults ``lambda1 = lambda2 = 0.5``) and scoring smoothing."""
 
     lambda1: float = 0.5
@@ -70,33 +81,25 @@ class ADLossConfig:
     smooth_sigma: float = 4.0
 
 
-def _default_train() -> TrainConfig:
-    return TrainConfig(
-        run_dir="runs/anomaly/{category}",
-        max_steps=2000,
-        batch_size=8,
-        eval_batch_size=8,
-        eval_every=200,
-        checkpoint_every=200,
-        log_every=20,
-        monitor="val_auroc",
-        monitor_mode="max",
-        amp="off",
-        optim=OptimConfig(name="adam", lr=1e-4),
-        schedule=ScheduleConfig(name="constant"),
-    )
-
-
 @dataclass(frozen=True)
-class ADConfig:
+class AnomalyConfig:
     """The whole anomaly config."""
 
-    model: ADModelConfig = field(default_factory=ADModelConfig)
-    data: ADDataConfig = field(default_factory=ADDataConfig)
-    loss: ADLossConfig = field(default_factory=ADLossConfig)
-    train: TrainConfig = field(default_factory=_default_train)
+    model: AnomalyModelConfig = field(default_factory=AnomalyModelConfig)
+    data: AnomalyDataConfig = field(default_factory=AnomalyDataConfig)
+    loss: AnomalyLossConfig = field(default_factory=AnomalyLossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def load_ad_config(name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ADConfig:
+#: deprecated names (one release)
+ADModelConfig = AnomalyModelConfig
+ADDataConfig = AnomalyDataConfig
+ADLossConfig = AnomalyLossConfig
+ADConfig = AnomalyConfig
+
+
+def load_ad_config(
+    name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> AnomalyConfig:
     """Loads a config by bundled name (``cpu``, ``fod-w50``...) or YAML path, then applies dotted overrides."""
-    return load_bundled_config(ADConfig, name_or_path, CONFIG_DIR, overrides)
+    return load_bundled_config(AnomalyConfig, name_or_path, CONFIG_DIR, overrides)

@@ -1,12 +1,16 @@
-"""Image files: PNG/JPEG/BMP/TIFF reading to float RGB, atomic PNG writing, heatmap overlays."""
+"""Image files: PNG/JPEG/BMP/TIFF reading to float RGB, heatmap overlays.
+
+PNG writing is :func:`shared_attention.io.encode_png` / :func:`~shared_attention.io.write_png`, re-exported here:
+float and bool images mean ``[0, 1]`` and are rounded half up to 8 bit; files are written atomically.
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from shared_attention.io import encode_png, write_png
 
 __all__ = ["IMAGE_SUFFIXES", "decode_image", "read_image", "read_mask", "encode_png", "write_png", "heatmap_overlay"]
 
@@ -55,37 +59,6 @@ def read_image(path: str | Path) -> np.ndarray:
 def read_mask(path: str | Path) -> np.ndarray:
     """Reads a ground-truth mask as ``(H, W)`` bool (any non-zero pixel is anomalous)."""
     return read_image(path).max(axis=2) > 0
-
-
-def encode_png(img: np.ndarray) -> bytes:
-    """``(H, W, 3)`` float RGB in [0, 1] (or ``(H, W)`` gray / bool) -> PNG bytes (8 bit)."""
-    import cv2
-
-    a = np.asarray(img)
-    if a.dtype == bool:
-        a = a.astype(np.float32)
-    a = np.clip(np.round(a.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
-    if a.ndim == 3:
-        a = cv2.cvtColor(a, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", a)
-    if not ok:  # pragma: no cover
-        raise ValueError("PNG encoding failed")
-    return buf.tobytes()
-
-
-def write_png(path: str | Path, img: np.ndarray) -> None:
-    """Writes a PNG atomically (temp file in the same folder, then ``os.replace``)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    data = encode_png(img)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def heatmap_overlay(

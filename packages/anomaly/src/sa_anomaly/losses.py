@@ -8,11 +8,14 @@ returned as ``loss`` (identical gradients; stop-gradients select which side each
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .model import FODOutput
+if TYPE_CHECKING:
+    from .models.fod import FODOutput
 
 __all__ = ["EPS", "kl_rows", "symmetric_kl_rows", "entropy_rows", "reconstruction_loss", "fod_loss"]
 

@@ -1,6 +1,6 @@
 """Official FOD checkpoints (xcyao00/FOD): one ``models.model.FOD`` head per feature level.
 
-Official state dicts use the same parameter names as :class:`~sa_anomaly.model.FODHead`, so the mapping is the
+Official state dicts use the same parameter names as :class:`~sa_anomaly.models.fod.FODHead`, so the mapping is the
 identity plus a ``module.`` strip; loading is strict. The official reference features are pickles
 (``rfeatures_w50/<class>.pkl``): we never unpickle files, so pass them as an array / tensor / ``.npy`` /
 ``.safetensors`` (``(C, L)`` as in the pickle, or ``(L, C)``). The official forward discards the attention
@@ -17,10 +17,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .features import load_state_dict_file
-from .model import FODHead
+from shared_attention.engine.foreign import call_repr, load_strict, read_state_dict
+
+from .models.fod import FODHead
 
 __all__ = ["load_official", "load_reference_features"]
+
+#: Checkpoint keys that may hold a head's weights; the first present wins.
+_WRAPPERS = ("state_dict", "model", "params")
+HeadSource = Mapping[str, Tensor] | str | Path
+
+
+def _read_head(src: HeadSource) -> tuple[dict[str, Tensor], str]:
+    """A head's state dict (``module.`` stripped) and its source name, via the core foreign-checkpoint reader."""
+    return read_state_dict(src, wrappers=_WRAPPERS, drop_non_tensors=False)
 
 
 def load_reference_features(ref: str | Path | np.ndarray | Tensor) -> Tensor:
@@ -33,7 +43,7 @@ def load_reference_features(ref: str | Path | np.ndarray | Tensor) -> Tensor:
     if p.suffix == ".npy":
         return torch.from_numpy(np.load(p, allow_pickle=False).astype(np.float32))
     if p.suffix == ".safetensors":
-        tensors = load_state_dict_file(p)
+        tensors, _ = read_state_dict(p, wrappers=(), strip_prefixes=(), drop_non_tensors=False)
         if len(tensors) != 1:
             raise ValueError(f"{p}: expected one tensor of reference features, found {sorted(tensors)}")
         return next(iter(tensors.values())).float()
@@ -66,11 +76,12 @@ def load_official(
 
     Returns:
         The head in eval mode; ``head(x)`` reproduces the official ``FOD.forward(x, train=False)``.
+
+    Raises:
+        shared_attention.engine.foreign.ForeignCheckpointError: an unreadable file, or a state dict that does not
+            fit (the source, missing/unexpected keys and shape mismatches are named).
     """
-    state = (
-        load_state_dict_file(state_dict_or_path) if isinstance(state_dict_or_path, (str, Path)) else state_dict_or_path
-    )
-    state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+    state, source = _read_head(state_dict_or_path)
 
     def flag(name: str) -> bool:
         if args is None:
@@ -78,20 +89,20 @@ def load_official(
         value = args.get(name, True) if isinstance(args, Mapping) else getattr(args, name, True)
         return bool(value)
 
-    head = FODHead(
-        seq_len,
-        in_channels,
-        out_channels,
-        d_model,
-        n_heads,
-        n_layers,
-        d_feed_foward_scale,
-        dropout,
+    kwargs: dict[str, Any] = dict(
+        seq_len=seq_len,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        d_model=d_model,
+        n_heads=n_heads,
+        n_layers=n_layers,
+        d_feed_foward_scale=d_feed_foward_scale,
+        dropout=dropout,
         with_intra=flag("with_intra"),
         with_inter=flag("with_inter"),
-        use_out_projection=use_out_projection,
     )
-    head.load_state_dict(state, strict=True)
+    head = FODHead(**kwargs, use_out_projection=use_out_projection)
+    load_strict(head, state, source, what=call_repr("FODHead", kwargs))
     if ref_features is not None:
         ref = load_reference_features(ref_features)
         if ref.numel() != seq_len * in_channels:
@@ -124,22 +135,21 @@ def head_kwargs_from_state(state: Mapping[str, Tensor]) -> dict[str, int]:
 
 
 def assemble_official(
-    heads: Sequence[str | Path | Mapping[str, Tensor]],
+    heads: Sequence[HeadSource],
     references: Sequence[str | Path | np.ndarray | Tensor],
     backbone_weights: str | Path | None,
     backbone: str = "wide_resnet50_2",
     image_size: int = 256,
     out_indices: tuple[int, ...] = (2, 3),
 ) -> Any:
-    """A complete :class:`~sa_anomaly.model.FODAnomalyModel` from official per-level heads (strict loads), their
+    """A complete :class:`~sa_anomaly.models.fod.FODAnomalyModel` from official per-level heads (strict loads), their
     reference features and the backbone's ImageNet weights (official: timm wide_resnet50_2, levels 2 and 3)."""
-    from .model import FODAnomalyModel
+    from .models.fod import FODAnomalyModel
 
     if len(heads) != len(out_indices) or len(references) != len(out_indices):
         raise ValueError(f"need one head and one reference per level {list(out_indices)}")
-    states = [load_state_dict_file(h) if isinstance(h, (str, Path)) else dict(h) for h in heads]
-    states = [{(k[7:] if k.startswith("module.") else k): v for k, v in s.items()} for s in states]
-    kws = [head_kwargs_from_state(s) for s in states]
+    read = [_read_head(h) for h in heads]
+    kws = [head_kwargs_from_state(s) for s, _ in read]
     if len({(k["n_heads"], k["n_layers"], k["d_feed_foward_scale"]) for k in kws}) != 1:
         raise ValueError("the official heads differ in n_heads / n_layers / FFN scale")
     model = FODAnomalyModel(
@@ -153,13 +163,13 @@ def assemble_official(
         3,
         backbone_weights,
     )
-    for i, (head, state, ref, kw) in enumerate(zip(model.heads, states, references, kws)):
+    for i, (head, (state, source), ref, kw) in enumerate(zip(model.heads, read, references, kws)):
         if kw["in_channels"] != model.extractor.channels[i]:
             raise ValueError(
                 f"head {i} expects {kw['in_channels']} channels, {backbone} level gives "
                 f"{model.extractor.channels[i]}"
             )
-        head.load_state_dict(state, strict=True)
+        load_strict(head, state, source, what=f"head {i} ({call_repr('FODHead', kw)})")
         r = load_reference_features(ref)
         buf = getattr(model, f"reference_{i}")
         c, h, w = buf.shape

@@ -14,7 +14,7 @@ from torch import nn
 from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, read_run_folder
 
 if TYPE_CHECKING:
-    from .model import FODAnomalyModel
+    from .models.fod import FODAnomalyModel
 
 __all__ = ["AnomalyPredictor", "THRESHOLD_FILE"]
 
@@ -25,7 +25,7 @@ class AnomalyPredictor(PredictorBase):
     """FOD anomaly predictor.
 
     Args:
-        model: a :class:`~sa_anomaly.model.FODAnomalyModel` with its reference features.
+        model: a :class:`~sa_anomaly.models.fod.FODAnomalyModel` with its reference features.
         threshold: image-score threshold (``None``: unknown; the response then has no verdict).
         resize: shorter side before the centre crop to ``model.image_size`` (default: no margin).
         smooth_sigma: Gaussian smoothing of the map for the image score (4 in FOD).

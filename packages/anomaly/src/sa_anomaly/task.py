@@ -16,37 +16,25 @@ from torch.utils.data import DataLoader, Dataset
 from shared_attention.engine import TaskHooks
 
 from .config import ADConfig
+from .models import build_model
 
 if TYPE_CHECKING:
-    from .model import FODAnomalyModel
+    from .models.fod import FODAnomalyModel
 
-__all__ = ["ADTask", "build_model", "compute_references", "anomaly_maps", "evaluate_dataset", "category_dir"]
+__all__ = [
+    "AnomalyTask",
+    "ADTask",
+    "build_model",
+    "compute_references",
+    "anomaly_maps",
+    "evaluate_dataset",
+    "category_dir",
+]
 
 
 def category_dir(cfg: ADConfig) -> Path:
     """``<data.root>/<data.category>``."""
     return Path(cfg.data.root) / cfg.data.category
-
-
-def build_model(cfg: ADConfig, backbone_weights: str | None | bool = True) -> nn.Module:
-    """The :class:`~sa_anomaly.model.FODAnomalyModel` of ``cfg.model`` (``backbone_weights=False``: random
-    backbone, for restoring a run folder that holds all weights)."""
-    from .model import FODAnomalyModel
-
-    m = cfg.model
-    weights = m.backbone_weights if backbone_weights is True else (backbone_weights or None)
-    return FODAnomalyModel(
-        m.backbone,
-        m.out_indices,
-        m.image_size,
-        m.d_models,
-        m.n_heads,
-        m.n_layers,
-        m.ffn_scale,
-        m.pool_size,
-        weights,
-        m.use_out_projection,
-    )
 
 
 @torch.no_grad()
@@ -73,7 +61,7 @@ def compute_references(model: nn.Module, dataset: Dataset[Any], batch_size: int 
 @torch.no_grad()
 def anomaly_maps(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """``(B, 3, S, S)`` images in [0, 1] -> ``(B, S, S)`` official FOD anomaly maps (unsmoothed)."""
-    from .model import anomaly_maps_from_outputs
+    from .models.fod import anomaly_maps_from_outputs
 
     outputs = model(images, intra_maps=False, inter_maps=True)
     return anomaly_maps_from_outputs(outputs, images.shape[-1])
@@ -113,7 +101,7 @@ def evaluate_dataset(
     return res
 
 
-class ADTask(TaskHooks):
+class AnomalyTask(TaskHooks):
     """FOD on the shared engine, one model per category.
 
     Args:
@@ -235,3 +223,7 @@ class ADTask(TaskHooks):
             },
             "preprocessing": "resize shorter side + centre crop to image_size; ImageNet normalisation inside the model",
         }
+
+
+#: deprecated name (one release)
+ADTask = AnomalyTask

@@ -6,15 +6,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from shared_attention.engine import OptimConfig, ScheduleConfig, TrainConfig, load_bundled_config
+from shared_attention.engine import TrainConfig, load_bundled_config
 
-__all__ = ["SegModelConfig", "SegDataConfig", "SegConfig", "CONFIG_DIR", "load_seg_config"]
+__all__ = [
+    "MedsegModelConfig",
+    "MedsegDataConfig",
+    "MedsegConfig",
+    "CONFIG_DIR",
+    "load_seg_config",
+    "SegModelConfig",
+    "SegDataConfig",
+    "SegConfig",
+]
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 
 
 @dataclass(frozen=True)
-class SegModelConfig:
+class MedsegModelConfig:
     """Which network to build.
 
     Attributes:
@@ -36,7 +45,7 @@ class SegModelConfig:
 
 
 @dataclass(frozen=True)
-class SegDataConfig:
+class MedsegDataConfig:
     """Training and validation data.
 
     Attributes:
@@ -72,32 +81,24 @@ class SegDataConfig:
     max_val_volumes: int = 0
 
 
-def _default_train() -> TrainConfig:
-    return TrainConfig(
-        run_dir="runs/medseg/vmunet-cpu",
-        max_steps=1500,
-        batch_size=8,
-        eval_batch_size=1,
-        eval_every=250,
-        checkpoint_every=250,
-        log_every=25,
-        monitor="dice",
-        monitor_mode="max",
-        optim=OptimConfig(name="adamw", lr=1e-3, weight_decay=1e-2),
-        schedule=ScheduleConfig(name="cosine", warmup_steps=50, min_lr_ratio=0.02),
-    )
-
-
 @dataclass(frozen=True)
-class SegConfig:
+class MedsegConfig:
     """The whole medseg config (YAML files in ``sa_medseg/configs``)."""
 
-    model: SegModelConfig = field(default_factory=SegModelConfig)
-    data: SegDataConfig = field(default_factory=SegDataConfig)
-    train: TrainConfig = field(default_factory=_default_train)
+    model: MedsegModelConfig = field(default_factory=MedsegModelConfig)
+    data: MedsegDataConfig = field(default_factory=MedsegDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     overlay_slices: int = 1
 
 
-def load_seg_config(name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SegConfig:
+#: deprecated names (one release)
+SegModelConfig = MedsegModelConfig
+SegDataConfig = MedsegDataConfig
+SegConfig = MedsegConfig
+
+
+def load_seg_config(
+    name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> MedsegConfig:
     """Loads a config by bundled name (``vmunet-cpu``, ``paratranscnn-synapse``...) or YAML path, then overrides."""
-    return load_bundled_config(SegConfig, name_or_path, CONFIG_DIR, overrides)
+    return load_bundled_config(MedsegConfig, name_or_path, CONFIG_DIR, overrides)

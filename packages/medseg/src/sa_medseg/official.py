@@ -10,8 +10,8 @@
   ``dims``, ``dims_decoder``, ``d_state``, ...). It always returns our :class:`VMUNet` wrapper.
 
 The model is built on the ``meta`` device and the checkpoint tensors are assigned to it (no random
-initialisation, no second copy of the weights), then checked to be complete. Files are read with
-``torch.load(weights_only=True)``.
+initialisation, no second copy of the weights), then checked to be complete. Files are read by
+:func:`shared_attention.engine.foreign.read_state_dict` (``torch.load(weights_only=True)`` or safetensors).
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ import inspect
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from shared_attention.engine.foreign import ForeignCheckpointError, call_repr, load_strict, read_state_dict
 
 from .models.paratranscnn import ParaTransCNN
 from .models.vmunet import VSSM, VMUNet
@@ -37,45 +38,30 @@ __all__ = [
     "read_official_state_dict",
 ]
 
-_SHOW = 5
 _WRAPPERS = ("model", "state_dict", "model_state_dict", "net")
 _PARA_KWARGS = ("n_channels", "num_classes", "heads", "dim", "depth", "patch_size")
 _VMUNET_KWARGS = ("num_classes", "input_channels", "depths", "depths_decoder", "drop_path_rate", "load_ckpt_path")
 
 
-class OfficialCheckpointError(ValueError):
-    """An official checkpoint does not fit the requested configuration; the message names the file."""
+#: Kept under the package's old name; the one error of :mod:`shared_attention.engine.foreign`.
+OfficialCheckpointError = ForeignCheckpointError
 
 
 def read_official_state_dict(
     state_dict_or_path: str | os.PathLike[str] | Mapping[str, Any],
 ) -> tuple[dict[str, Tensor], str]:
-    """Reads a checkpoint (``weights_only``), unwraps ``model``/``state_dict`` and strips ``module.``.
+    """Reads a checkpoint (``weights_only``), unwraps ``model``/``state_dict``... and strips ``module.``.
+
+    Args:
+        state_dict_or_path: official ``.pth`` (or ``.safetensors``) or a loaded mapping.
 
     Returns:
         ``(state dict with float tensors in float32, source description for messages)``.
+
+    Raises:
+        OfficialCheckpointError: unreadable file, no tensors, or an entry that is not a tensor.
     """
-    if isinstance(state_dict_or_path, str | os.PathLike):
-        source = str(Path(state_dict_or_path))
-        try:
-            obj = torch.load(state_dict_or_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # missing file, truncated zip, forbidden pickle globals...
-            raise OfficialCheckpointError(f"{source}: cannot read checkpoint: {exc}") from exc
-    else:
-        source, obj = "<state dict>", state_dict_or_path
-    if not isinstance(obj, Mapping):
-        raise OfficialCheckpointError(f"{source}: expected a dict of tensors, got {type(obj).__name__}")
-    for w in _WRAPPERS:
-        if w in obj and isinstance(obj[w], Mapping):
-            obj, source = obj[w], f"{source}['{w}']"
-            break
-    out: dict[str, Tensor] = {}
-    for k, v in obj.items():
-        if not isinstance(v, Tensor):
-            raise OfficialCheckpointError(f"{source}: entry {k!r} is {type(v).__name__}, not a tensor")
-        key = re.sub(r"^module\.", "", str(k))
-        out[key] = v.float() if v.is_floating_point() else v
-    return out, source
+    return read_state_dict(state_dict_or_path, wrappers=_WRAPPERS, drop_non_tensors=False, dtype=torch.float32)
 
 
 def paratranscnn_official_to_ours(key: str) -> str:
@@ -101,30 +87,6 @@ def _check_kwargs(kwargs: Mapping[str, Any], allowed: tuple[str, ...] | set[str]
         raise TypeError(f"{what}: unknown argument(s) {bad}; the official constructor takes {sorted(allowed)}")
 
 
-def _assign_strict(model: nn.Module, state: dict[str, Tensor], source: str, hint: str) -> None:
-    ours = model.state_dict()
-    missing = sorted(set(ours) - set(state))
-    unexpected = sorted(set(state) - set(ours))
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(ours[k].shape)}"
-        for k in ours
-        if k in state and state[k].shape != ours[k].shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s), e.g. {missing[:_SHOW]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:_SHOW]}")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[:_SHOW]}")
-        raise OfficialCheckpointError(f"{source} does not fit {hint}: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True, assign=True)
-    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if left:
-        raise OfficialCheckpointError(f"{source}: tensors not set by the checkpoint: {left[:_SHOW]}")
-
-
 def load_official_paratranscnn(
     state_dict_or_path: str | os.PathLike[str] | Mapping[str, Any], **official_kwargs: Any
 ) -> ParaTransCNN:
@@ -147,7 +109,7 @@ def load_official_paratranscnn(
     state = {paratranscnn_official_to_ours(k): v for k, v in raw.items()}
     with torch.device("meta"):
         model = ParaTransCNN(**official_kwargs)
-    _assign_strict(model, state, source, f"ParaTransCNN({_fmt(official_kwargs)})")
+    load_strict(model, state, source, what=call_repr("ParaTransCNN", official_kwargs), assign=True)
     return model.eval()
 
 
@@ -191,9 +153,5 @@ def load_official_vmunet(
     with torch.device("meta"):
         model = VMUNet(input_channels=in_chans, **kw)
     spelled = "VMUNet" if prefixed else "VSSM"
-    _assign_strict(model, state, source, f"{spelled}({_fmt(official_kwargs)})")
+    load_strict(model, state, source, what=call_repr(spelled, official_kwargs), assign=True)
     return model.eval()
-
-
-def _fmt(kwargs: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())

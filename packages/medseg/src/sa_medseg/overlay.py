@@ -1,12 +1,16 @@
-"""Segmentation overlays as PNG: label colours blended over the grey image."""
+"""Segmentation overlays as PNG: label colours blended over the grey image.
+
+``encode_png`` / ``write_png`` are :mod:`shared_attention.io`'s (re-exported): uint8 RGB overlays and uint8
+label maps are written as they are, atomically for files.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-__all__ = ["PALETTE", "overlay", "colorize", "encode_png", "side_by_side"]
+from shared_attention.io import encode_png, write_png
+
+__all__ = ["PALETTE", "overlay", "colorize", "encode_png", "side_by_side", "write_png"]
 
 #: RGB colour per class id (cycled beyond its length); background is transparent in overlays.
 PALETTE = np.array(
@@ -44,23 +48,3 @@ def side_by_side(image: np.ndarray, pred: np.ndarray, label: np.ndarray | None =
     grey = overlay(image, np.zeros_like(pred))
     parts = [grey, overlay(image, pred)] + ([overlay(image, label)] if label is not None else [])
     return np.concatenate(parts, axis=1)
-
-
-def encode_png(rgb_or_labels: np.ndarray) -> bytes:
-    """PNG bytes of an ``(H, W, 3)`` RGB uint8 image or an ``(H, W)`` uint8 label map."""
-    import cv2
-
-    arr = np.asarray(rgb_or_labels)
-    if arr.ndim == 3:
-        arr = arr[..., ::-1]  # RGB -> BGR for OpenCV
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr))
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return buf.tobytes()
-
-
-def write_png(path: str | Path, rgb_or_labels: np.ndarray) -> Path:
-    """Atomically writes :func:`encode_png` to ``path`` (folders created)."""
-    from shared_attention.engine.checkpoint import atomic_write_bytes
-
-    return atomic_write_bytes(path, encode_png(rgb_or_labels))

@@ -12,7 +12,7 @@ from torch import nn
 
 from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, read_run_folder
 
-__all__ = ["SegPredictor", "SegInput"]
+__all__ = ["MedsegPredictor", "SegPredictor", "SegInput"]
 
 _MAX_VOXELS = 512 * 512 * 512
 
@@ -26,7 +26,7 @@ class SegInput:
         self.affine = affine
 
 
-class SegPredictor(PredictorBase):
+class MedsegPredictor(PredictorBase):
     """Slice-wise 2D segmentation of volumes and single slices.
 
     Args:
@@ -87,12 +87,13 @@ class SegPredictor(PredictorBase):
         self.max_voxels = max_voxels
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> SegPredictor:
+    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> MedsegPredictor:
         """From a run folder written by ``sa-medseg train``."""
         from shared_attention.engine import load_config
 
         from .config import SegConfig
-        from .task import build_model, input_multiple
+        from .models import build_model
+        from .task import input_multiple
 
         run = read_run_folder(run_dir)
         cfg = load_config(SegConfig, Path(run_dir) / "config.yaml")
@@ -128,7 +129,7 @@ class SegPredictor(PredictorBase):
         windowing: str = "none",
         device: str | torch.device = "cpu",
         **official_kwargs: Any,
-    ) -> SegPredictor:
+    ) -> MedsegPredictor:
         """From an official ParaTransCNN / VM-UNet checkpoint (official constructor arguments)."""
         from .official import load_official_paratranscnn, load_official_vmunet
         from .task import input_multiple
@@ -240,3 +241,7 @@ class SegPredictor(PredictorBase):
             mid = labels.shape[0] // 2
             res["overlay_png"] = encode_png(overlay(inp.image[mid], labels[mid]))
         return res
+
+
+#: deprecated name (one release)
+SegPredictor = MedsegPredictor

@@ -15,27 +15,9 @@ from torch.utils.data import Dataset
 from shared_attention.engine import TaskHooks
 
 from .config import SegConfig
+from .models import build_model
 
-__all__ = ["SegTask", "build_model", "input_multiple"]
-
-
-def build_model(cfg: SegConfig) -> nn.Module:
-    """The network of ``cfg.model`` (random init; ParaTransCNN's ResNet from ``resnet_weights`` when given)."""
-    m = cfg.model
-    if m.family == "vmunet":
-        from .models.vmunet import build_vmunet
-
-        return build_vmunet(m.variant, in_chans=m.in_chans, num_classes=m.num_classes, **m.overrides)
-    from .models.paratranscnn import build_paratranscnn
-
-    model = build_paratranscnn(m.variant, in_chans=m.in_chans, num_classes=m.num_classes, **m.overrides)
-    if m.resnet_weights:
-        p = Path(m.resnet_weights)
-        if not p.is_file():
-            raise FileNotFoundError(f"model.resnet_weights: {p}: no such file")
-        state = torch.load(p, map_location="cpu", weights_only=True)
-        model.load_resnet_weights(state)
-    return model
+__all__ = ["MedsegTask", "SegTask", "build_model", "input_multiple"]
 
 
 def input_multiple(model: nn.Module) -> int:
@@ -46,7 +28,7 @@ def input_multiple(model: nn.Module) -> int:
     return 16
 
 
-class SegTask(TaskHooks):
+class MedsegTask(TaskHooks):
     """Segmentation on the shared engine.
 
     Args:
@@ -179,3 +161,7 @@ class SegTask(TaskHooks):
             "io": {"input": "(B, 1 or 3, H, W) slice in [0, 1]", "output": f"(B, {m.num_classes}, H, W) logits"},
             "preprocessing": {"windowing": d.windowing, "inference": d.inference, "patch_size": list(d.patch_size)},
         }
+
+
+#: deprecated name (one release)
+SegTask = MedsegTask

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from shared_attention.engine import load_bundled_config
+from shared_attention.engine import OptimConfig, TrainConfig, load_bundled_config
 
 from .models import ModelConfig
 
-__all__ = ["RankDataConfig", "RankTrainConfig", "RankingConfig", "CONFIG_DIR", "load_ranking_config"]
+__all__ = [
+    "RankDataConfig",
+    "RankingTrainConfig",
+    "RankTrainConfig",
+    "RankingConfig",
+    "CONFIG_DIR",
+    "load_ranking_config",
+]
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 
@@ -38,48 +46,81 @@ class RankDataConfig:
 
 
 @dataclass(frozen=True)
-class RankTrainConfig:
-    """Trainer settings (torchrec DistributedModelParallel, table-wise sharding, DCP checkpoints).
+class RankingTrainConfig(TrainConfig):
+    """The engine's :class:`~shared_attention.engine.TrainConfig` plus what torchrec training adds.
+
+    Everything the engine knows (``run_dir``, ``batch_size`` per rank, ``eval_every``, ``keep_checkpoints``,
+    ``max_minutes``, ``seed``, ``optim`` for the dense parameters, ``schedule`` ...) means what it means for
+    every domain. Ranking adds:
 
     Attributes:
-        run_dir: run folder; an existing one resumes from its newest complete checkpoint.
-        epochs: passes over the training set (in-memory data). max_steps: overrides ``epochs`` when set
-            (needed with ``data.streaming``).
-        batch_size: per-rank batch. eval_batch_size: evaluation batch.
+        max_steps: optimizer steps in total; ``None`` (the default) takes ``epochs`` passes over the in-memory
+            training set (needed with ``data.streaming``).
+        epochs: passes over the training set when ``max_steps`` is not set.
+        eval_every: evaluate + checkpoint every N steps (0: at the end of each epoch).
         sparse_optim / sparse_lr: optimizer fused into the embedding tables' backward (CPU kernels support
             ``adagrad``, ``rowwise_adagrad`` and ``sgd``).
-        dense_optim / dense_lr / weight_decay: optimizer of the dense parameters (``adam`` or ``adagrad``).
-        eval_every: evaluate + checkpoint every N steps (0: at the end of each epoch).
-        keep_checkpoints: complete DCP checkpoints to keep.
-        log_every: log training loss every N steps.
-        max_minutes: wall-clock budget of this invocation (checkpoints and stops; resume continues).
-        pipeline: use torchrec's ``TrainPipelineSparseDist`` (input distribution overlapped with compute).
-        seed / progress: seeding and tqdm on rank 0.
         export: which weights ``model.safetensors`` holds: ``best`` (best validation AUC) or ``last`` (the
             latest evaluation; use it when the validation file is the test split, as in rank-sample).
         num_threads: torch intra-op threads per process (0: torch's default; 1 is fastest for these small
             models on a shared CPU).
+        pipeline: deprecated and ignored: torchrec's ``TrainPipelineSparseDist`` trained the same weights as
+            the plain step (tested to 1e-5); every domain now trains in the one engine loop.
+        dense_optim / dense_lr / weight_decay: deprecated spellings of ``optim.name`` / ``optim.lr`` /
+            ``optim.weight_decay``; when set they override ``optim``.
     """
 
     run_dir: str = "runs/ranking/hiformer"
+    max_steps: int | None = None  # type: ignore[assignment]
     epochs: int = 2
-    max_steps: int | None = None
     batch_size: int = 256
-    eval_batch_size: int = 4096
+    eval_batch_size: int | None = 4096
+    log_every: int = 50
+    device: str = "cpu"
     sparse_optim: Literal["adagrad", "rowwise_adagrad", "sgd"] = "adagrad"
     sparse_lr: float = 0.05
-    dense_optim: Literal["adam", "adagrad"] = "adam"
-    dense_lr: float = 1e-3
-    weight_decay: float = 0.0
-    eval_every: int = 0
-    keep_checkpoints: int = 2
-    log_every: int = 50
-    max_minutes: float | None = None
-    pipeline: bool = False
-    seed: int = 0
-    progress: bool = True
-    num_threads: int = 0
     export: Literal["best", "last"] = "best"
+    num_threads: int = 0
+    pipeline: bool = False
+    dense_optim: Literal["adam", "adagrad"] | None = None
+    dense_lr: float | None = None
+    weight_decay: float | None = None
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", lr=1e-3))
+
+    def __post_init__(self) -> None:
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        steps = self.max_steps
+        object.__setattr__(self, "max_steps", steps or 1)  # the engine's checks, with "None: from epochs"
+        try:
+            TrainConfig.__post_init__(self)
+        finally:
+            object.__setattr__(self, "max_steps", steps)
+        old = {"name": self.dense_optim, "lr": self.dense_lr, "weight_decay": self.weight_decay}
+        given = {k: v for k, v in old.items() if v is not None}
+        if given:
+            object.__setattr__(self, "optim", dataclasses.replace(self.optim, **given))
+
+    def resolved(self, steps_per_epoch: int) -> TrainConfig:
+        """The engine config of this run: ``max_steps`` from ``epochs`` and ``eval_every`` per epoch when unset,
+        checkpoints at every evaluation, the best checkpoint chosen by validation AUC (``export: best``)."""
+        max_steps = self.max_steps or self.epochs * steps_per_epoch
+        every = self.eval_every or steps_per_epoch or max_steps
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)}
+        fields.update(
+            max_steps=max_steps,
+            eval_every=every,
+            checkpoint_every=every,
+            monitor="auc" if self.export == "best" else None,
+            monitor_mode="max",
+        )
+        return TrainConfig(**fields)
+
+
+#: deprecated name (one release)
+RankTrainConfig = RankingTrainConfig
 
 
 @dataclass(frozen=True)
@@ -88,7 +129,7 @@ class RankingConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: RankDataConfig = field(default_factory=RankDataConfig)
-    train: RankTrainConfig = field(default_factory=RankTrainConfig)
+    train: RankingTrainConfig = field(default_factory=RankingTrainConfig)
 
 
 def load_ranking_config(

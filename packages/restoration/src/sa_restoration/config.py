@@ -6,15 +6,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared_attention.engine import OptimConfig, ScheduleConfig, TrainConfig, load_bundled_config
+from shared_attention.engine import TrainConfig, load_bundled_config
 
-__all__ = ["SRModelConfig", "SRDataConfig", "SRConfig", "CONFIG_DIR", "load_sr_config"]
+__all__ = [
+    "RestorationModelConfig",
+    "RestorationDataConfig",
+    "RestorationConfig",
+    "SRModelConfig",
+    "SRDataConfig",
+    "SRConfig",
+    "CONFIG_DIR",
+    "load_sr_config",
+]
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 
 
 @dataclass(frozen=True)
-class SRModelConfig:
+class RestorationModelConfig:
     """Which HAT to build.
 
     Attributes:
@@ -29,7 +38,7 @@ class SRModelConfig:
 
 
 @dataclass(frozen=True)
-class SRDataConfig:
+class RestorationDataConfig:
     """Training and validation data.
 
     Attributes:
@@ -50,33 +59,24 @@ class SRDataConfig:
     max_val_images: int = 0
 
 
-def _default_train() -> TrainConfig:
-    return TrainConfig(
-        run_dir="runs/restoration/hat-cpu-x2",
-        max_steps=4000,
-        batch_size=8,
-        eval_batch_size=1,
-        eval_every=500,
-        checkpoint_every=500,
-        log_every=50,
-        monitor="psnr_y",
-        monitor_mode="max",
-        ema_decay=0.99,
-        optim=OptimConfig(name="adam", lr=5e-4, betas=(0.9, 0.99)),
-        schedule=ScheduleConfig(name="multistep", milestones=(2000, 3000, 3500), gamma=0.5),
-    )
-
-
 @dataclass(frozen=True)
-class SRConfig:
+class RestorationConfig:
     """The whole restoration config (YAML files in ``sa_restoration/configs``)."""
 
-    model: SRModelConfig = field(default_factory=SRModelConfig)
-    data: SRDataConfig = field(default_factory=SRDataConfig)
-    train: TrainConfig = field(default_factory=_default_train)
+    model: RestorationModelConfig = field(default_factory=RestorationModelConfig)
+    data: RestorationDataConfig = field(default_factory=RestorationDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     sample_images: int = 2
 
 
-def load_sr_config(name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SRConfig:
+#: deprecated names (one release)
+SRModelConfig = RestorationModelConfig
+SRDataConfig = RestorationDataConfig
+SRConfig = RestorationConfig
+
+
+def load_sr_config(
+    name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> RestorationConfig:
     """Loads a config by bundled name (``hat-s-x4``, ``cpu-x2``...) or YAML path, then applies overrides."""
-    return load_bundled_config(SRConfig, name_or_path, CONFIG_DIR, overrides)
+    return load_bundled_config(RestorationConfig, name_or_path, CONFIG_DIR, overrides)

@@ -10,28 +10,30 @@
   would invent a background colour. Any other channel count raises :class:`ImageError`.
 * EXIF orientation is not applied (``IMREAD_UNCHANGED``): pixels are used as stored, like the benchmarks.
 
-Robustness: the bytes are read here and checked before decoding. PNG files are walked chunk by chunk (CRC
-checked, ``IEND`` required: truncated or corrupted files are refused instead of half-decoded); JPEG files
-must have an end-of-image marker after the scan. The pixel count is taken from the PNG ``IHDR``, the JPEG
-``SOFn`` or the BMP header *before* decoding so a decompression bomb (a tiny file declaring a huge image) is
-refused without allocating; other formats are decoded first and then checked. Every error names the file.
+Robustness: the bytes are read here and checked before decoding (by :mod:`shared_attention.io`). PNG files
+are walked chunk by chunk (CRC checked, ``IEND`` required: truncated or corrupted files are refused instead
+of half-decoded); JPEG files must have an end-of-image marker after the scan. The pixel count is taken from
+the PNG ``IHDR``, the JPEG ``SOFn``, the BMP, GIF or WebP header *before* decoding so a decompression bomb (a
+tiny file declaring a huge image) is refused without allocating; other formats are decoded first and then
+checked. Every error names the file.
 
-``write_png`` rounds to uint8 (``floor(clip(x, 0, 1) * 255 + 0.5)``) and writes atomically (temp file in
-the same folder, then ``os.replace``); ``encode_png`` returns the PNG bytes.
+``write_png`` / ``encode_png`` are :func:`shared_attention.io.write_png` / :func:`~shared_attention.io.encode_png`
+(re-exported): float rounds to uint8 as ``floor(clip(x, 0, 1) * 255 + 0.5)``, uint8 is written as is, and the
+file is written atomically (temp file in the same folder, then ``os.replace``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import struct
-import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .metrics import quantize_uint8
+from shared_attention.io import MediaError, check_pixels, encode_png, image_dimensions, write_png
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -47,109 +49,40 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 64_000_000
-_PNG_SIG = b"\x89PNG\r\n\x1a\n"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class ImageError(ValueError):
-    """An image file is unreadable, truncated, corrupt, too large or has an unsupported layout."""
+class ImageError(MediaError):
+    """An image file is unreadable, truncated, corrupt, too large or has an unsupported layout (a ``ValueError``)."""
 
 
 # ------------------------------------------------------------------------------------------- headers
 
 
-def _png_size(data: bytes, name: str) -> tuple[int, int]:
-    """Walks the PNG chunks (CRC checked); returns (width, height) from IHDR. Raises on truncation."""
-    pos = len(_PNG_SIG)
-    size: tuple[int, int] | None = None
-    n = len(data)
-    while True:
-        if pos + 8 > n:
-            raise ImageError(f"{name}: truncated PNG (no IEND chunk; file ends at byte {n})")
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        ctype = data[pos + 4 : pos + 8]
-        end = pos + 12 + length
-        if end > n:
-            raise ImageError(f"{name}: truncated PNG (chunk {ctype!r} needs {end} bytes, file has {n})")
-        body = data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length : end])
-        if zlib.crc32(ctype + body) & 0xFFFFFFFF != crc:
-            raise ImageError(f"{name}: corrupt PNG (bad CRC in chunk {ctype!r} at byte {pos})")
-        if size is None:
-            if ctype != b"IHDR" or length < 8:
-                raise ImageError(f"{name}: corrupt PNG (first chunk is {ctype!r}, not IHDR)")
-            w, h = struct.unpack(">II", body[:8])
-            size = (int(w), int(h))
-        if ctype == b"IEND":
-            return size
-        pos = end
-
-
-_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def _jpeg_size(data: bytes, name: str) -> tuple[int, int]:
-    """Walks the JPEG markers up to the first scan; returns (width, height) from SOFn; needs an EOI."""
-    n = len(data)
-    pos = 2
-    size: tuple[int, int] | None = None
-    while True:
-        while pos < n and data[pos] == 0xFF and pos + 1 < n and data[pos + 1] == 0xFF:
-            pos += 1  # fill bytes
-        if pos + 4 > n:
-            raise ImageError(f"{name}: truncated JPEG (header ends at byte {n})")
-        if data[pos] != 0xFF:
-            raise ImageError(f"{name}: corrupt JPEG (expected a marker at byte {pos})")
-        marker = data[pos + 1]
-        if 0xD0 <= marker <= 0xD8 or marker == 0x01:
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        seg_end = pos + 2 + length
-        if length < 2 or seg_end > n:
-            raise ImageError(f"{name}: truncated JPEG (segment 0x{marker:02X} at byte {pos})")
-        if marker in _SOF and length >= 7:
-            h, w = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            size = (int(w), int(h))
-        if marker == 0xDA:  # start of scan: entropy-coded data follows
-            if size is None:
-                raise ImageError(f"{name}: corrupt JPEG (scan before any SOF frame header)")
-            if data.find(b"\xff\xd9", seg_end) < 0:
-                raise ImageError(f"{name}: truncated JPEG (no end-of-image marker)")
-            return size
-        pos = seg_end
-
-
-def _bmp_size(data: bytes, name: str) -> tuple[int, int]:
-    if len(data) < 26:
-        raise ImageError(f"{name}: truncated BMP header")
-    (hsize,) = struct.unpack("<I", data[14:18])
-    if hsize == 12:
-        w, h = struct.unpack("<HH", data[18:22])
-    else:
-        w, h = struct.unpack("<ii", data[18:26])
-    return abs(int(w)), abs(int(h))
+@contextmanager
+def _image_errors() -> Iterator[None]:
+    """Re-raises the shared header checks' :class:`~shared_attention.io.MediaError` as :class:`ImageError`."""
+    try:
+        yield
+    except MediaError as exc:
+        if isinstance(exc, ImageError):
+            raise
+        raise ImageError(str(exc)) from exc
 
 
 def image_size(data: bytes, name: str = "<bytes>") -> tuple[int, int] | None:
-    """(width, height) from a PNG / JPEG / BMP header, checking PNG / JPEG structure; None for others."""
-    if data.startswith(_PNG_SIG):
-        return _png_size(data, name)
-    if data.startswith(b"\xff\xd8"):
-        return _jpeg_size(data, name)
-    if data.startswith(b"BM"):
-        return _bmp_size(data, name)
-    return None
+    """(width, height) from a PNG / JPEG / BMP / GIF / WebP header, checking PNG / JPEG structure; else None.
+
+    Raises:
+        ImageError: naming ``name``, for a truncated or corrupt header.
+    """
+    with _image_errors():
+        return image_dimensions(data, name=name)
 
 
 def _check_pixels(w: int, h: int, max_pixels: int, name: str) -> None:
-    if w <= 0 or h <= 0:
-        raise ImageError(f"{name}: invalid image size {w}x{h}")
-    if w * h > max_pixels:
-        raise ImageError(
-            f"{name}: image is {w}x{h} = {w * h:,} pixels, above max_pixels={max_pixels:,} "
-            "(possible decompression bomb; pass a larger max_pixels to read it)"
-        )
+    with _image_errors():
+        check_pixels(w, h, max_pixels, name)
 
 
 # --------------------------------------------------------------------------------------------- read
@@ -237,33 +170,3 @@ def _to_float_rgb(img: np.ndarray, label: str) -> np.ndarray:
     elif c != 3:
         raise ImageError(f"{label}: unsupported channel count {c} (expected 1 gray, 3 RGB or 4 RGBA)")
     return np.ascontiguousarray(x[:, :, ::-1])  # OpenCV's BGR -> RGB
-
-
-# -------------------------------------------------------------------------------------------- write
-
-
-def encode_png(img: np.ndarray, compression: int = 3) -> bytes:
-    """PNG bytes of an HxWx3 RGB (or HxW gray) image: float in ``[0, 1]`` (clipped, rounded) or uint8."""
-    arr = np.asarray(img)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
-        raise ValueError(f"encode_png expects HxWx3 RGB or HxW gray, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"encode_png got an empty image of shape {arr.shape}")
-    u8 = arr if arr.dtype == np.uint8 else quantize_uint8(arr)
-    if u8.ndim == 3:
-        u8 = np.ascontiguousarray(u8[:, :, ::-1])
-    ok, buf = cv2.imencode(".png", u8, [cv2.IMWRITE_PNG_COMPRESSION, int(compression)])
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return bytes(buf.tobytes())
-
-
-def write_png(path: str | os.PathLike[str], img: np.ndarray, compression: int = 3) -> Path:
-    """Writes ``img`` (see :func:`encode_png`) as a PNG atomically; creates parent folders."""
-    from shared_attention.engine.checkpoint import atomic_write_bytes
-
-    out = atomic_write_bytes(Path(path), encode_png(img, compression))
-    os.chmod(out, 0o644)  # the temp file was created 0600
-    return out

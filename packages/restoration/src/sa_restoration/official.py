@@ -7,7 +7,8 @@ uses the official names and shapes, so the name map is the identity; the only re
 official OCA index has negative entries that PyTorch indexing wraps; it must equal ours modulo the
 table size) and replaced by our canonical non-negative copy.
 
-Files are read with ``torch.load(..., map_location='cpu', weights_only=True)`` only.
+Files are read by :func:`shared_attention.engine.foreign.read_state_dict`
+(``torch.load(..., map_location='cpu', weights_only=True)`` only, or safetensors).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import inspect
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,13 @@ from torch import Tensor
 
 from sa_restoration.models.hat import HAT
 from shared_attention.attention import overlap_window_size, relative_position_index
+from shared_attention.engine.foreign import (
+    ForeignCheckpointError,
+    StateMismatch,
+    call_repr,
+    load_strict,
+    read_state_dict,
+)
 
 __all__ = [
     "OfficialCheckpointError",
@@ -41,11 +49,12 @@ __all__ = [
 #: names, so only wrapper prefixes are removed.
 RENAME_RULES: tuple[tuple[str, str], ...] = ((r"^module\.", ""),)
 
-_SHOW = 5  # how many offending keys an error lists
+#: Checkpoint keys holding the weights, the first present wins (BasicSR saves the EMA weights as ``params_ema``).
+_WRAPPERS = ("params_ema", "params")
 
 
-class OfficialCheckpointError(ValueError):
-    """An official checkpoint does not fit the requested configuration; the message names the file."""
+#: Kept under the package's old name; the one error of :mod:`shared_attention.engine.foreign`.
+OfficialCheckpointError = ForeignCheckpointError
 
 
 def official_to_ours(key: str) -> str:
@@ -67,38 +76,17 @@ def read_official_state_dict(
     """Read a checkpoint and pick ``params_ema``, then ``params``, then the mapping itself.
 
     Args:
-        state_dict_or_path: Path of an official ``.pth`` or an already loaded mapping.
+        state_dict_or_path: Path of an official ``.pth`` (or ``.safetensors``) or an already loaded mapping.
 
     Returns:
         ``(state_dict with our names, source description for messages)``.
 
     Raises:
-        OfficialCheckpointError: If the file cannot be read or holds no tensor mapping.
+        OfficialCheckpointError: If the file cannot be read, holds no tensor mapping or a non-tensor entry.
     """
-    if isinstance(state_dict_or_path, str | os.PathLike):
-        source = str(Path(state_dict_or_path))
-        try:
-            obj = torch.load(state_dict_or_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # missing file, truncated zip, forbidden pickle globals, ...
-            raise OfficialCheckpointError(f"{source}: cannot read checkpoint: {exc}") from exc
-    else:
-        source = "<state dict>"
-        obj = state_dict_or_path
-    if not isinstance(obj, Mapping):
-        raise OfficialCheckpointError(f"{source}: expected a dict of tensors, got {type(obj).__name__}")
-    for wrapper in ("params_ema", "params"):
-        if wrapper in obj and isinstance(obj[wrapper], Mapping):
-            obj = obj[wrapper]
-            source = f"{source}['{wrapper}']"
-            break
-    out: dict[str, Tensor] = {}
-    for k, v in obj.items():
-        if not isinstance(v, Tensor):
-            raise OfficialCheckpointError(
-                f"{source}: entry {k!r} is {type(v).__name__}, not a tensor (top-level keys: {list(obj)[:8]})"
-            )
-        out[official_to_ours(str(k))] = v
-    return out, source
+    return read_state_dict(
+        state_dict_or_path, wrappers=_WRAPPERS, strip_prefixes=(), rename=RENAME_RULES, drop_non_tensors=False
+    )
 
 
 def infer_official_kwargs(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
@@ -179,34 +167,23 @@ def _hint(key: str) -> str:
     return "embed_dim"
 
 
-def _describe_mismatch(
-    source: str,
-    kwargs: Mapping[str, Any],
-    ckpt: Mapping[str, Tensor],
-    missing: list[str],
-    unexpected: list[str],
-    shapes: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
-) -> str:
-    lines = [f"{source}: the checkpoint does not fit HAT({_fmt_kwargs(kwargs)})"]
-    if missing:
-        lines.append(f"  {len(missing)} keys of the model are missing from the checkpoint, e.g. {missing[:_SHOW]}")
-    if unexpected:
-        lines.append(f"  {len(unexpected)} checkpoint keys are unexpected, e.g. {unexpected[:_SHOW]}")
-    for key, theirs, ours in shapes[:_SHOW]:
-        lines.append(
-            f"  shape mismatch for {key!r}: checkpoint {list(theirs)} vs model {list(ours)} "
-            f"(probably wrong: {_hint(key)})"
-        )
-    if len(shapes) > _SHOW:
-        lines.append(f"  ... and {len(shapes) - _SHOW} more shape mismatches")
-    guessed = infer_official_kwargs(ckpt)
-    given = {**official_defaults(), **kwargs}
-    differing = {k: v for k, v in guessed.items() if k in given and _norm(given[k]) != _norm(v)}
-    if differing:
-        lines.append(
-            "  the checkpoint looks like: " + ", ".join(f"{k}={v!r} (given {given[k]!r})" for k, v in differing.items())
-        )
-    return "\n".join(lines)
+def _mismatch_hint(kwargs: Mapping[str, Any], ckpt: Mapping[str, Tensor]) -> Callable[[StateMismatch], str]:
+    """The arguments probably wrong for the mismatched keys, and those the checkpoint's shapes suggest."""
+
+    def hint(mismatch: StateMismatch) -> str:
+        suspects: dict[str, str] = {}
+        for key, _, _ in mismatch.shapes:
+            suspects.setdefault(_hint(key), key)
+        parts = ["probably wrong: " + ", ".join(f"{h} (see {k!r})" for h, k in suspects.items())] if suspects else []
+        guessed = infer_official_kwargs(ckpt)
+        given = {**official_defaults(), **kwargs}
+        differing = {k: v for k, v in guessed.items() if k in given and _norm(given[k]) != _norm(v)}
+        if differing:
+            looks = ", ".join(f"{k}={v!r} (given {given[k]!r})" for k, v in differing.items())
+            parts.append(f"the checkpoint looks like: {looks}")
+        return "; ".join(parts) or "check the HAT variant and upscale"
+
+    return hint
 
 
 def _norm(v: Any) -> Any:
@@ -215,10 +192,6 @@ def _norm(v: Any) -> Any:
     if isinstance(v, float) and v.is_integer():
         return int(v)
     return v
-
-
-def _fmt_kwargs(kwargs: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
 def _check_indices(model: HAT, source: str) -> None:
@@ -258,15 +231,7 @@ def load_official(state_dict_or_path: str | os.PathLike[str] | Mapping[str, Any]
     kwargs = {k: v for k, v in official_kwargs.items() if k != "type"}
     ckpt, source = read_official_state_dict(state_dict_or_path)
     model = HAT(**kwargs)
-    ours = model.state_dict()
-    missing = [k for k in ours if k not in ckpt]
-    unexpected = [k for k in ckpt if k not in ours]
-    shapes = [
-        (k, tuple(ckpt[k].shape), tuple(v.shape)) for k, v in ours.items() if k in ckpt and ckpt[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        raise OfficialCheckpointError(_describe_mismatch(source, kwargs, ckpt, missing, unexpected, shapes))
-    model.load_state_dict(ckpt, strict=True)
+    load_strict(model, ckpt, source, _mismatch_hint(kwargs, ckpt), what=call_repr("HAT", kwargs))
     _check_indices(model, source)
     return model.eval()
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, read_run_folder
 
-__all__ = ["SRPredictor", "load_weights_any", "self_ensemble"]
+__all__ = ["RestorationPredictor", "SRPredictor", "load_weights_any", "self_ensemble"]
 
 
 def load_weights_any(path: str | Path) -> dict[str, torch.Tensor]:
@@ -47,7 +47,7 @@ def self_ensemble(fn: Any, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(outs).mean(0)
 
 
-class SRPredictor(PredictorBase):
+class RestorationPredictor(PredictorBase):
     """HAT super-resolution predictor.
 
     Args:
@@ -81,15 +81,15 @@ class SRPredictor(PredictorBase):
         self.max_whole_pixels = max_whole_pixels
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> SRPredictor:
+    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> RestorationPredictor:
         """From a run folder written by ``sa-restoration train``."""
         from shared_attention.engine import load_config
 
-        from .config import SRConfig
-        from .task import build_model
+        from .config import RestorationConfig
+        from .models import build_model
 
         run = read_run_folder(run_dir)
-        cfg = load_config(SRConfig, Path(run_dir) / "config.yaml")
+        cfg = load_config(RestorationConfig, Path(run_dir) / "config.yaml")
         model = build_model(cfg)
         try:
             model.load_state_dict(run.state_dict, strict=True)
@@ -102,7 +102,7 @@ class SRPredictor(PredictorBase):
 
     @classmethod
     def from_official(cls, path: str | Path, variant: str = "hat", upscale: int = 4,
-                      device: str | torch.device = "cpu", **kwargs: Any) -> SRPredictor:
+                      device: str | torch.device = "cpu", **kwargs: Any) -> RestorationPredictor:
         """From an official HAT ``.pth`` with a variant's constructor arguments."""
         from .models.hat import HAT_VARIANTS
         from .official import load_official
@@ -154,3 +154,7 @@ class SRPredictor(PredictorBase):
 
         img = output[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
         return encode_png(img)
+
+
+#: deprecated name (one release)
+SRPredictor = RestorationPredictor

@@ -15,16 +15,10 @@ from torch.utils.data import Dataset, Subset
 
 from shared_attention.engine import TaskHooks
 
-from .config import SRConfig
+from .config import RestorationConfig
+from .models import build_model
 
-__all__ = ["SRTask", "build_model", "score_pair", "to_numpy_image"]
-
-
-def build_model(cfg: SRConfig) -> nn.Module:
-    """The HAT of ``cfg.model``."""
-    from .models.hat import build_hat
-
-    return build_hat(cfg.model.variant, cfg.model.upscale, **cfg.model.overrides)
+__all__ = ["RestorationTask", "SRTask", "build_model", "score_pair", "to_numpy_image"]
 
 
 def _fmt(path: str, scale: int) -> str:
@@ -49,7 +43,7 @@ def to_numpy_image(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
-class SRTask(TaskHooks):
+class RestorationTask(TaskHooks):
     """HAT super-resolution on the shared engine.
 
     Args:
@@ -62,7 +56,7 @@ class SRTask(TaskHooks):
 
     name = "restoration"
 
-    def __init__(self, cfg: SRConfig, init_weights: str | Path | None = None) -> None:
+    def __init__(self, cfg: RestorationConfig, init_weights: str | Path | None = None) -> None:
         self.cfg = cfg
         self.init_weights = init_weights
 
@@ -161,3 +155,7 @@ class SRTask(TaskHooks):
             },
             "preprocessing": "none outside the model (mean shift and img_range inside, as the official HAT)",
         }
+
+
+#: deprecated name (one release)
+SRTask = RestorationTask

@@ -1,4 +1,8 @@
-"""Audio I/O behind a small adapter: soundfile for reading/writing, torchaudio for resampling.
+"""Audio I/O behind a small adapter: soundfile for reading, torchaudio for resampling.
+
+Writing is :mod:`shared_attention.io`'s 16-bit PCM encoder, re-exported: ``write_wav(path, x, sample_rate)``
+(atomic) and ``wav_bytes(x, sample_rate)``; float samples are scaled by 32768 (soundfile's read scale),
+rounded and clipped to the int16 range.
 
 Input checks (all raise :class:`AudioError`, a ``ValueError``, with the file name in the message):
 
@@ -20,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from shared_attention.io import encode_wav as wav_bytes
+from shared_attention.io import write_wav
 
 __all__ = [
     "AudioError",
@@ -177,22 +184,3 @@ def load_mono(path: str | Path, sample_rate: int | None = None) -> np.ndarray:
     if sample_rate is not None and info.sample_rate != sample_rate:
         x = resample(x, info.sample_rate, sample_rate)
     return x
-
-
-def write_wav(path: str | Path, x: np.ndarray, sample_rate: int) -> Path:
-    """Writes mono ``(T,)`` audio as 16-bit PCM (values clipped to [-1, 1]); creates parent folders."""
-    import soundfile as sf
-
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(p), np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0), int(sample_rate), subtype="PCM_16")
-    return p
-
-
-def wav_bytes(x: np.ndarray, sample_rate: int) -> bytes:
-    """Mono ``(T,)`` audio as the bytes of a 16-bit PCM WAV file."""
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0), int(sample_rate), format="WAV", subtype="PCM_16")
-    return buf.getvalue()

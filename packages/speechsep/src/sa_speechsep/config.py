@@ -6,15 +6,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from shared_attention.engine import OptimConfig, ScheduleConfig, TrainConfig, load_bundled_config
+from shared_attention.engine import TrainConfig, load_bundled_config
 
-__all__ = ["SepModelConfig", "SepDataConfig", "SepConfig", "CONFIG_DIR", "load_sep_config"]
+__all__ = [
+    "SpeechsepModelConfig",
+    "SpeechsepDataConfig",
+    "SpeechsepConfig",
+    "CONFIG_DIR",
+    "load_sep_config",
+    "SepModelConfig",
+    "SepDataConfig",
+    "SepConfig",
+]
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 
 
 @dataclass(frozen=True)
-class SepModelConfig:
+class SpeechsepModelConfig:
     """Which separator to build.
 
     Attributes:
@@ -33,7 +42,7 @@ class SepModelConfig:
 
 
 @dataclass(frozen=True)
-class SepDataConfig:
+class SpeechsepDataConfig:
     """Training and validation data.
 
     Attributes:
@@ -68,41 +77,32 @@ class SepDataConfig:
     speaker_formants: list[float] = field(default_factory=lambda: [1.0])
 
 
-def _default_train() -> TrainConfig:
-    return TrainConfig(
-        run_dir="runs/speechsep/mossformer-cpu",
-        max_steps=3000,
-        batch_size=4,
-        eval_batch_size=1,
-        grad_clip=5.0,
-        eval_every=250,
-        checkpoint_every=250,
-        log_every=25,
-        monitor="si_sdri",
-        monitor_mode="max",
-        optim=OptimConfig(name="adam", lr=1.5e-4),
-        schedule=ScheduleConfig(name="plateau", gamma=0.5, patience=3),
-    )
-
-
 @dataclass(frozen=True)
-class SepConfig:
+class SpeechsepConfig:
     """The whole speech separation config.
 
     Attributes:
-        model / data / train: see :class:`SepModelConfig`, :class:`SepDataConfig`, ``TrainConfig``.
+        model / data / train: see :class:`SpeechsepModelConfig`, :class:`SpeechsepDataConfig`, ``TrainConfig``.
         loss_clamp_db: SI-SNR above which an utterance stops contributing to the loss (``null``: never).
         chunk_seconds / overlap_seconds: chunked inference of the predictor (long files).
     """
 
-    model: SepModelConfig = field(default_factory=SepModelConfig)
-    data: SepDataConfig = field(default_factory=SepDataConfig)
-    train: TrainConfig = field(default_factory=_default_train)
+    model: SpeechsepModelConfig = field(default_factory=SpeechsepModelConfig)
+    data: SpeechsepDataConfig = field(default_factory=SpeechsepDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     loss_clamp_db: float | None = 30.0
     chunk_seconds: float = 8.0
     overlap_seconds: float = 2.0
 
 
-def load_sep_config(name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SepConfig:
+#: deprecated names (one release)
+SepModelConfig = SpeechsepModelConfig
+SepDataConfig = SpeechsepDataConfig
+SepConfig = SpeechsepConfig
+
+
+def load_sep_config(
+    name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> SpeechsepConfig:
     """Loads a config by bundled name (``cpu-small``, ``mossformer-l-wsj0-2mix``...) or YAML path + overrides."""
-    return load_bundled_config(SepConfig, name_or_path, CONFIG_DIR, overrides)
+    return load_bundled_config(SpeechsepConfig, name_or_path, CONFIG_DIR, overrides)

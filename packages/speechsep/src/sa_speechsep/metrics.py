@@ -50,8 +50,13 @@ def pairwise_si_snr(est: Tensor, ref: Tensor) -> Tensor:
 
 
 @lru_cache(maxsize=16)
+def _permutation_tuples(n: int) -> tuple[tuple[int, ...], ...]:
+    return tuple(itertools.permutations(range(n)))
+
+
 def _permutations(n: int) -> Tensor:
-    return torch.tensor(list(itertools.permutations(range(n))), dtype=torch.long)  # (n!, n)
+    # a fresh tensor per call: a cached one made under inference_mode could not be saved for backward later
+    return torch.tensor(_permutation_tuples(n), dtype=torch.long)  # (n!, n)
 
 
 def pit_si_snr(est: Tensor, ref: Tensor, max_exhaustive: int = 6) -> tuple[Tensor, Tensor]:

@@ -3,12 +3,14 @@
 Accepted sources:
 
 * a full state dict of ``modelscope.models.audio.separation.mossformer.MossFormer`` (a mapping or a
-  ``.pt``/``.pth``/``.bin`` file, optionally under ``state_dict`` / ``model`` and with a ``module.`` prefix);
+  ``.pt``/``.pth``/``.bin``/``.safetensors`` file, optionally under ``state_dict`` / ``model`` and with a
+  ``module.`` prefix);
 * the hub layout: a folder with ``encoder.bin``, ``decoder.bin`` and ``masknet.bin`` (sub-module state
   dicts without their ``encoder.`` / ``decoder.`` / ``mask_net.`` prefixes, as ``load_check_point`` reads).
 
-Official names are mapped to ours by :data:`RENAME_RULES`; loading is strict and files are read with
-``torch.load(..., weights_only=True)`` only. Official output is ``(B, T, speakers)``; ours ``(B, speakers, T)``.
+Official names are mapped to ours by :data:`RENAME_RULES`; loading is strict and files are read by
+:func:`shared_attention.engine.foreign.read_state_dict` (``torch.load(..., weights_only=True)`` only).
+Official output is ``(B, T, speakers)``; ours ``(B, speakers, T)``.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from shared_attention.engine.foreign import ForeignCheckpointError, load_strict, read_state_dict
 
 from .models.mossformer import MossFormer, MossFormerConfig
 
@@ -32,6 +35,7 @@ __all__ = [
     "convert_official",
     "load_official",
     "OFFICIAL_DEFAULTS",
+    "HUB_PARTS",
 ]
 
 #: The official constructor's defaults for MossFormer(L) (hub configuration.json).
@@ -70,11 +74,13 @@ RENAME_RULES: tuple[tuple[str, str], ...] = (
     (r"^mask_net\.output_gate\.0\.", "mask_net.output_gate."),
 )
 
-_SHOW = 5
+#: Kept under the package's old name; the one error of :mod:`shared_attention.engine.foreign`.
+OfficialCheckpointError = ForeignCheckpointError
 
-
-class OfficialCheckpointError(ValueError):
-    """An official checkpoint does not fit the requested configuration; the message names the source."""
+#: Checkpoint keys that may hold the weights; the first present wins.
+_WRAPPERS = ("state_dict", "model")
+#: The hub layout: ``{file: prefix of its sub-module}`` (``load_check_point`` reads these three files).
+HUB_PARTS: dict[str, str] = {"encoder.bin": "encoder.", "decoder.bin": "decoder.", "masknet.bin": "mask_net."}
 
 
 def official_to_ours(key: str) -> str:
@@ -84,44 +90,20 @@ def official_to_ours(key: str) -> str:
     return key
 
 
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling/format failure is reported with the file name
-        raise OfficialCheckpointError(f"{path}: cannot read as a weights-only torch checkpoint: {exc}") from exc
-
-
-def _tensor_mapping(obj: Any, source: str) -> dict[str, Tensor]:
-    if isinstance(obj, Mapping):
-        for wrapper in ("state_dict", "model"):
-            inner = obj.get(wrapper)
-            if isinstance(inner, Mapping):
-                obj = inner
-                break
-        out = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
-        if out:
-            return out
-    raise OfficialCheckpointError(f"{source}: holds no tensor state dict")
-
-
 def read_official_state_dict(src: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[dict[str, Tensor], str]:
-    """Reads an official checkpoint (mapping, file or hub folder) to a state dict with *official* names."""
-    if isinstance(src, Mapping):
-        return _tensor_mapping(src, "<state dict>"), "<state dict>"
-    path = Path(src)
-    if path.is_dir():
-        parts = {"encoder": "encoder.bin", "decoder": "decoder.bin", "mask_net": "masknet.bin"}
-        missing = [f for f in parts.values() if not (path / f).is_file()]
-        if missing:
-            raise OfficialCheckpointError(f"{path}: hub folder lacks {missing} (expects encoder/decoder/masknet.bin)")
-        state: dict[str, Tensor] = {}
-        for prefix, fname in parts.items():
-            sub = _tensor_mapping(_torch_load(path / fname), str(path / fname))
-            state.update({f"{prefix}.{k.removeprefix('module.')}": v for k, v in sub.items()})
-        return state, str(path)
-    if not path.is_file():
-        raise OfficialCheckpointError(f"{path}: no such file or folder")
-    return _tensor_mapping(_torch_load(path), str(path)), str(path)
+    """Reads an official checkpoint (mapping, file or hub folder) to a state dict with *official* names.
+
+    Args:
+        src: a state dict, a ``.pt``/``.pth``/``.bin``/``.safetensors`` file, or a hub folder with
+            ``encoder.bin``, ``decoder.bin`` and ``masknet.bin``. Entries that are not tensors are dropped.
+
+    Returns:
+        ``(state dict, source description for messages)``.
+
+    Raises:
+        OfficialCheckpointError: a missing file or hub part, an unreadable file, or no tensors.
+    """
+    return read_state_dict(src, wrappers=_WRAPPERS, parts=HUB_PARTS)
 
 
 def _config_from_official(kwargs: Mapping[str, Any]) -> MossFormerConfig:
@@ -160,21 +142,8 @@ def load_official(state_dict_or_path: str | os.PathLike[str] | Mapping[str, Any]
     official, source = read_official_state_dict(state_dict_or_path)
     state = convert_official(official)
     model = MossFormer(cfg)
-    ours = model.state_dict()
-    missing = sorted(set(ours) - set(state))
-    unexpected = sorted(set(state) - set(ours))
-    wrong = [
-        f"{k}: {tuple(state[k].shape)} vs {tuple(ours[k].shape)}"
-        for k in ours
-        if k in state and tuple(state[k].shape) != tuple(ours[k].shape)
-    ]
-    if missing or unexpected or wrong:
-        raise OfficialCheckpointError(
-            f"{source}: does not fit MossFormer({cfg}); missing {missing[:_SHOW]} ({len(missing)}), "
-            f"unexpected {unexpected[:_SHOW]} ({len(unexpected)}), shape mismatches {wrong[:_SHOW]} ({len(wrong)})"
-        )
+    load_strict(model, state, source, what=f"MossFormer({cfg})")
     freqs = [v for k, v in state.items() if k.endswith("rotary_pos_emb.freqs")]
     if any(not torch.equal(f, freqs[0]) for f in freqs[1:]):
         raise OfficialCheckpointError(f"{source}: the rotary 'freqs' tables differ between blocks (one shared table)")
-    model.load_state_dict(state, strict=True)
     return model.eval()

@@ -22,12 +22,12 @@ from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBas
 
 from .config import SepConfig
 
-__all__ = ["SeparationPredictor"]
+__all__ = ["SpeechsepPredictor", "SeparationPredictor"]
 
 _PEAK = 0.9  # inputs are peak-normalised to this before the model (training mixtures peak at <= 0.9)
 
 
-class SeparationPredictor(PredictorBase):
+class SpeechsepPredictor(PredictorBase):
     """Separates a mixture into one waveform per speaker.
 
     Args:
@@ -71,12 +71,12 @@ class SeparationPredictor(PredictorBase):
         self.last_warnings: list[str] = []
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> SeparationPredictor:
+    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> SpeechsepPredictor:
         """Reads ``config.yaml`` + ``model.safetensors`` of a speechsep run (or a converted official model)."""
         from shared_attention.engine import ConfigError
 
         from .config import load_sep_config
-        from .task import build_model
+        from .models import build_model
 
         run = read_run_folder(run_dir)
         try:
@@ -92,7 +92,7 @@ class SeparationPredictor(PredictorBase):
     @classmethod
     def from_official(
         cls, state_dict_or_path: Any, device: str | torch.device = "cpu", **official_kwargs: Any
-    ) -> SeparationPredictor:
+    ) -> SpeechsepPredictor:
         """A predictor around official MossFormer weights (see :func:`sa_speechsep.official.load_official`)."""
         from .config import SepConfig, SepModelConfig
         from .official import load_official
@@ -189,3 +189,7 @@ class SeparationPredictor(PredictorBase):
         est = resample(out["sources"][0].float().cpu().numpy() / float(batch["scale"][0]), self.sample_rate, sr)
         stem = Path(path).stem
         return [write_wav(Path(out_dir) / f"{stem}_s{i + 1}.wav", s, sr) for i, s in enumerate(est)]
+
+
+#: deprecated name (one release)
+SeparationPredictor = SpeechsepPredictor

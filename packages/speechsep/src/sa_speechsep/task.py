@@ -13,18 +13,12 @@ from torch.utils.data import Dataset, Subset
 from shared_attention.engine import TaskHooks
 
 from .config import SepConfig
+from .models import build_model
 
-__all__ = ["SepTask", "build_model"]
-
-
-def build_model(cfg: SepConfig) -> nn.Module:
-    """The separator of ``cfg.model``."""
-    from .models import build_separator
-
-    return build_separator(cfg.model)
+__all__ = ["SpeechsepTask", "SepTask", "build_model"]
 
 
-class SepTask(TaskHooks):
+class SpeechsepTask(TaskHooks):
     """MossFormer (or the Conv-TasNet baseline) on the shared engine.
 
     Args:
@@ -107,3 +101,7 @@ class SepTask(TaskHooks):
             },
             "sample_rate": d.sample_rate,
         }
+
+
+#: deprecated name (one release)
+SepTask = SpeechsepTask

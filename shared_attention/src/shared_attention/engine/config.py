@@ -174,6 +174,48 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg)
 
 
+BASE_KEY = "base"
+
+
+def _read_yaml_mapping(p: Path) -> dict[str, Any]:
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc}") from exc
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: invalid YAML: {exc}") from exc
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
+    return dict(loaded)
+
+
+def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """``[(file, mapping), ...]`` from the innermost ``base:`` to ``path`` itself, ``base`` keys removed.
+
+    ``base: NAME`` names a sibling ``NAME.yaml`` (a bundled config) or a path relative to the including file.
+    """
+    resolved = path.resolve()
+    if resolved in seen:
+        chain = " -> ".join(str(p) for p in (*seen, resolved))
+        raise ConfigError(f"{path}: 'base' includes form a cycle: {chain}")
+    loaded = _read_yaml_mapping(path)
+    base = loaded.pop(BASE_KEY, None)
+    if base is None:
+        return [(path, loaded)]
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: field 'base' must name a config, got {base!r}")
+    candidate = path.parent / base
+    if candidate.suffix not in (".yaml", ".yml"):
+        candidate = path.parent / f"{base}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(f"{path}: base config {base!r} not found (looked for {candidate})")
+    return [*_read_with_bases(candidate, (*seen, resolved)), (path, loaded)]
+
+
 def load_config(
     cls: type[T],
     path: str | Path | None = None,
@@ -184,7 +226,9 @@ def load_config(
 
     Args:
         cls: the frozen dataclass type.
-        path: YAML file whose top-level mapping matches ``cls``'s fields (missing fields keep defaults).
+        path: YAML file whose top-level mapping matches ``cls``'s fields (missing fields keep defaults). A
+            top-level ``base: NAME`` first loads ``NAME.yaml`` beside it (or a relative path), recursively;
+            the file's own values then override the base's.
         overrides: ``"train.lr=3e-4"``-style strings, applied last.
         base: start from this instance instead of the defaults.
 
@@ -198,24 +242,12 @@ def load_config(
             base = None
     data: dict[str, Any] = config_to_dict(base) if base is not None else {}
     if path is not None:
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{p}: cannot read config: {exc}") from exc
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: invalid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
-        try:
-            _build(cls, loaded, "")  # validate the file on its own so errors name it
-        except ConfigError as exc:
-            raise ConfigError(f"{p}: {exc}") from exc
-        data = _merge(data, loaded)
+        for p, loaded in _read_with_bases(Path(path)):
+            try:
+                _build(cls, _merge(data, loaded), "")  # validate each file on its own so errors name it
+            except ConfigError as exc:
+                raise ConfigError(f"{p}: {exc}") from exc
+            data = _merge(data, loaded)
     if overrides:
         ov = parse_overrides(overrides)
         try:
@@ -240,7 +272,7 @@ def resolve_config_path(name_or_path: str | Path | None, config_dir: str | Path)
         return p
     if bundled.exists():
         return bundled
-    names = sorted(f.stem for f in Path(config_dir).glob("*.yaml"))
+    names = sorted(f.stem for f in Path(config_dir).glob("*.yaml") if not f.stem.startswith("_"))
     raise FileNotFoundError(f"config {str(name_or_path)!r}: no such file and not a bundled config {names}")
 
 

@@ -7,7 +7,7 @@ optional hooks of :class:`TaskHooks`; :func:`shared_attention.engine.fit` runs i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -56,16 +56,44 @@ class TaskHooks:
     Attributes:
         full_precision_eval: Run validation outside the training autocast (``train.amp``), in the model's own
             float32, so the metrics that pick the best checkpoint (e.g. PSNR, Dice) carry no bf16 rounding.
+        checkpoint_strategy: ``"safetensors"`` (rank 0 writes the whole model) or ``"dcp"`` (every rank writes
+            its shards with ``torch.distributed.checkpoint``; torchrec's sharded tables), see
+            :mod:`shared_attention.engine.strategy`.
     """
 
     full_precision_eval: bool = False
+    checkpoint_strategy: str = "safetensors"
 
     def collate_fn(self) -> Callable[[list[Any]], Any] | None:
         """A collate function for both loaders (``None``: torch's default)."""
         return None
 
     def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer | None:
-        """A custom optimizer (``None``: the engine builds one from ``TrainConfig.optim``)."""
+        """A custom optimizer (``None``: the engine builds one from ``TrainConfig.optim``). ``model`` is the
+        task's wrapped model when :meth:`wrap_model` returned one."""
+        return None
+
+    def train_batches(self, epoch: int, start: int, ctx: Any) -> Iterable[Any] | None:
+        """This rank's training batches of ``epoch`` from micro-batch ``start`` on (a resumed epoch), for data
+        that is not a map-style dataset (streamed files, columnar tables). ``None``: the engine's DataLoader
+        over :meth:`build_datasets`' training set. Every rank must yield the same number of batches."""
+        return None
+
+    def validation_batches(self, ctx: Any) -> Iterable[Any] | None:
+        """This rank's validation batches (``None``: the engine shards the validation set). A sharded model
+        needs the same number of batches on every rank."""
+        return None
+
+    def export_module(self, model: nn.Module) -> nn.Module:
+        """The submodule whose weights are served in ``model.safetensors`` (default: the whole model)."""
+        return model
+
+    def extra_files(self) -> dict[str, str]:
+        """Extra text files rank 0 writes into the run folder at the start (e.g. a feature schema)."""
+        return {}
+
+    def teardown(self) -> None:
+        """Called once when :func:`~shared_attention.engine.fit` ends (e.g. to close a process group)."""
         return None
 
     def wrap_model(self, model: nn.Module, ctx: Any) -> nn.Module | None:

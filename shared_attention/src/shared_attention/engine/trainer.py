@@ -17,7 +17,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,11 +33,27 @@ from .distributed import DistContext, all_gather_objects, barrier, cleanup_distr
 from .loggers import CSVLogger, MultiLogger, TensorBoardLogger
 from .schedules import LRSchedule, ScheduleConfig
 from .seeding import get_rng_state, seed_everything, set_rng_state
+from .strategy import get_strategy
 from .task import TrainTask, move_to_device
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OptimConfig", "TrainConfig", "FitResult", "fit", "build_optimizer", "ModelEMA"]
+# Every elapsed-time reading of the training loop (time budget, by-time schedule, FitResult.seconds) goes
+# through this clock: monotonic, so wall-clock adjustments do not bend a budget, and replaceable, so tests
+# can drive a time budget with a fake clock instead of depending on the machine's speed.
+_clock = time.monotonic
+
+__all__ = [
+    "OptimConfig",
+    "TrainConfig",
+    "FitResult",
+    "fit",
+    "build_optimizer",
+    "ModelEMA",
+    "NO_DECAY_NAMES",
+    "no_weight_decay",
+    "param_groups",
+]
 
 
 @dataclass(frozen=True)
@@ -46,7 +62,10 @@ class OptimConfig:
 
     Attributes:
         name: ``adam``, ``adamw``, ``sgd`` or ``adagrad``.
-        lr: base learning rate. weight_decay: L2 (adam/sgd/adagrad) or decoupled (adamw) decay.
+        lr: base learning rate. weight_decay: L2 (adam/sgd/adagrad) or decoupled (adamw) decay; applied to
+            weight matrices and convolution kernels only: biases, norm scales, embeddings and position tables
+            (see :func:`no_weight_decay`) are not decayed, as in timm, Swin and nanoGPT.
+        decay_all: decay every parameter (the behaviour before norms and biases were excluded).
         betas: Adam betas (HAT: 0.9, 0.99). momentum: SGD momentum. eps: Adam/Adagrad epsilon.
     """
 
@@ -56,6 +75,49 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = 0.9
     eps: float = 1e-8
+    decay_all: bool = False
+
+
+#: name fragments of parameters that are never weight-decayed (besides every 0-D / 1-D tensor)
+NO_DECAY_NAMES: tuple[str, ...] = (
+    "bias",
+    "norm",
+    "embedding",
+    "pos_embed",
+    "absolute_pos",
+    "position",
+    "relative_position",
+    "bias_table",
+    "cls_token",
+    "task_token",
+)
+
+
+def no_weight_decay(name: str, param: torch.Tensor, extra: frozenset[str] = frozenset()) -> bool:
+    """Whether parameter ``name`` is exempt from weight decay: 0-D/1-D tensors (biases, norm scales, gains),
+    embeddings and position tables (by name, :data:`NO_DECAY_NAMES`), and names a model lists in its own
+    ``no_weight_decay()`` (timm's convention)."""
+    if param.ndim <= 1 or name in extra:
+        return True
+    lowered = name.lower()
+    return any(frag in lowered for frag in NO_DECAY_NAMES)
+
+
+def param_groups(
+    named: Iterable[tuple[str, torch.Tensor]],
+    weight_decay: float,
+    decay_all: bool = False,
+    extra: frozenset[str] = frozenset(),
+) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: ``[{"params": decayed, "weight_decay": wd}, {"params": rest, "weight_decay": 0}]``
+    (empty groups dropped; one group when ``decay_all`` or ``weight_decay == 0``)."""
+    items = [(n, p) for n, p in named if p.requires_grad]
+    if decay_all or weight_decay == 0:
+        return [{"params": [p for _, p in items], "weight_decay": weight_decay}] if items else []
+    decay = [p for n, p in items if not no_weight_decay(n, p, extra)]
+    keep = [p for n, p in items if no_weight_decay(n, p, extra)]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
 @dataclass(frozen=True)
@@ -142,19 +204,35 @@ class FitResult:
     model: nn.Module | None = None
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Builds the optimizer named in ``cfg`` over the model's trainable parameters."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+def build_optimizer(
+    model: nn.Module | Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]], cfg: OptimConfig
+) -> torch.optim.Optimizer:
+    """Builds the optimizer named in ``cfg`` over trainable parameters, weight decay per :func:`param_groups`.
+
+    Args:
+        model: a module, or named parameters (a mapping or ``(name, parameter)`` pairs).
+        cfg: the optimizer settings.
+    """
+    extra: frozenset[str] = frozenset()
+    if isinstance(model, nn.Module):
+        hook = getattr(model, "no_weight_decay", None)
+        extra = frozenset(hook()) if callable(hook) else frozenset()
+        named: Iterable[tuple[str, torch.Tensor]] = model.named_parameters()
+    elif isinstance(model, Mapping):
+        named = model.items()
+    else:
+        named = model
+    groups = param_groups(named, cfg.weight_decay, cfg.decay_all, extra)
+    if not groups:
         raise ValueError("the model has no trainable parameters")
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.name == "adagrad":
-        return torch.optim.Adagrad(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.Adagrad(groups, lr=cfg.lr, eps=cfg.eps)
     raise ValueError(f"optim.name: unknown optimizer {cfg.name!r}")
 
 
@@ -241,8 +319,21 @@ class _Trainer:
         cfg, ctx = self.cfg, self.ctx
         seed_everything(cfg.seed, cfg.deterministic)
         self.model = self.task.build_model().to(self.device)
+        self.strategy = get_strategy(getattr(self.task, "checkpoint_strategy", None))
+        # wrap first (DDP, or the task's own wrapper such as torchrec DMP): a sharded model's optimizer and
+        # checkpoints exist only on the wrapped model
+        wrap = getattr(self.task, "wrap_model", None)
+        wrapped = wrap(self.model, ctx) if callable(wrap) else None
+        self.task_wrapped = wrapped is not None
+        if wrapped is not None:
+            self.train_model: nn.Module = wrapped
+        elif ctx.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        else:
+            self.train_model = self.model
         custom = getattr(self.task, "build_optimizer", None)
-        opt = custom(self.model) if callable(custom) else None
+        opt = custom(self.train_model if self.task_wrapped else self.model) if callable(custom) else None
         self.optimizer = opt if opt is not None else build_optimizer(self.model, cfg.optim)
         budget = cfg.max_minutes * 60 if cfg.max_minutes is not None else None
         self.schedule = LRSchedule(self.optimizer, cfg.schedule, cfg.max_steps, budget)
@@ -256,28 +347,21 @@ class _Trainer:
         self.resumed_from: int | None = None
         self.last_metrics: dict[str, float] = {}
 
-        found = ckpt_io.find_resumable(self.run_dir) if cfg.resume else None
+        self.best_pending = False
+        found = self.strategy.resume(self.run_dir, self._ckpt_model(), self.optimizer) if cfg.resume else None
         if found is not None:
-            path, weights, state = found
-            self._restore(path, weights, state)
+            self._restore(*found)
         else:
             seed_everything(cfg.seed + ctx.rank, cfg.deterministic)
         if ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._check_config_drift()
             ckpt_io.atomic_write_text(self.run_dir / "config.yaml", dump_config(self.full_config))
+            files = getattr(self.task, "extra_files", None)
+            for name, text in (files() if callable(files) else {}).items():
+                ckpt_io.atomic_write_text(self.run_dir / name, text)
             self._write_metadata({})
         barrier(ctx)
-
-        wrap = getattr(self.task, "wrap_model", None)
-        wrapped = wrap(self.model, ctx) if callable(wrap) else None
-        if wrapped is not None:
-            self.train_model: nn.Module = wrapped
-        elif ctx.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        else:
-            self.train_model = self.model
 
         train_ds, val_ds = self.task.build_datasets()
         if len(train_ds) == 0:  # type: ignore[arg-type]
@@ -331,10 +415,13 @@ class _Trainer:
         if changed:
             logger.warning("resuming %s with a changed config: %s", self.run_dir, ", ".join(changed))
 
-    def _restore(self, path: Path, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    def _ckpt_model(self) -> nn.Module:
+        """The module whose state a checkpoint holds: the task's wrapper (sharded state), else the bare model."""
+        return self.train_model if self.task_wrapped else self.model
+
+    def _restore(self, path: Path, state: dict[str, Any]) -> None:
+        """Everything but the model and optimizer (the checkpoint strategy loaded those)."""
         try:
-            self.model.load_state_dict(weights, strict=True)
-            self.optimizer.load_state_dict(state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])
             if self.scaler is not None and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
@@ -397,46 +484,90 @@ class _Trainer:
             pin_memory=self.device.type == "cuda",
         )
 
+    def _export_prefix(self) -> str:
+        """Key prefix of the served submodule (the task's ``export_module`` hook; ``""``: the whole model)."""
+        hook = getattr(self.task, "export_module", None)
+        if not callable(hook):
+            return ""
+        target = hook(self.model)
+        for name, module in self.model.named_modules():
+            if module is target:
+                return f"{name}." if name else ""
+        raise ValueError(f"task {self.task.name!r}: export_module returned a module outside the model")
+
+    def _exported(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        prefix = self._export_prefix()
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
     def _serving_state(self) -> dict[str, torch.Tensor]:
-        return self.ema.shadow if self.ema is not None else self.model.state_dict()
+        return self._exported(self.ema.shadow if self.ema is not None else self.model.state_dict())
+
+    def _write_serving(self, ckpt: Path | None = None) -> None:
+        """Writes the served ``model.safetensors`` (rank 0): the current weights, or those of checkpoint ``ckpt``
+        when the strategy can only export from a checkpoint (sharded models)."""
+        if not self.ctx.is_main:
+            return
+        if self.strategy.exports_from_checkpoint:
+            if ckpt is None:
+                raise RuntimeError("a sharded model's served weights are exported from a checkpoint")
+            state = self._exported(self.strategy.export(ckpt, self.task.build_model))
+        else:
+            state = self._serving_state()
+        ckpt_io.save_weights(self.run_dir / ckpt_io.MODEL_FILE, state, {"step": str(self.step)})
 
     def _save_checkpoint(self) -> None:
         rngs = all_gather_objects(self.ctx, get_rng_state())
-        if self.ctx.is_main:
-            state = {
-                "step": self.step,
-                "epoch": self.epoch,
-                "micro_in_epoch": self.micro_in_epoch,
-                "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "ema": self.ema.shadow if self.ema is not None else None,
-                "best_value": self.best_value,
-                "best_step": self.best_step,
-                "bad_evals": self.bad_evals,
-                "last_metrics": self.last_metrics,
-                "rng": rngs,
-                "world_size": self.ctx.world_size,
-            }
-            ckpt_io.write_checkpoint(self.run_dir, self.step, self.model.state_dict(), state, self.cfg.keep_checkpoints)
+        state = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "micro_in_epoch": self.micro_in_epoch,
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema": self.ema.shadow if self.ema is not None else None,
+            "best_value": self.best_value,
+            "best_step": self.best_step,
+            "bad_evals": self.bad_evals,
+            "last_metrics": self.last_metrics,
+            "rng": rngs,
+            "world_size": self.ctx.world_size,
+        }
+        path = self.strategy.save(
+            self.run_dir,
+            self.step,
+            self._ckpt_model(),
+            self.optimizer,
+            state,
+            self.cfg.keep_checkpoints,
+            self.best_step,
+            self.ctx,
+        )
+        if self.best_pending:
+            self._write_serving(path)
+            self.best_pending = False
         barrier(self.ctx)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         if self.val_ds is None:
             return {}
-        model = self.model
+        model = self._ckpt_model()  # a task's wrapper (sharded tables) evaluates through itself
         was_training = model.training
         model.eval()
-        n = len(self.val_ds)  # type: ignore[arg-type]
-        shard = list(range(self.ctx.rank, n, self.ctx.world_size))
-        loader = DataLoader(
-            torch.utils.data.Subset(self.val_ds, shard),
-            batch_size=self.cfg.eval_batch_size or self.cfg.batch_size,
-            shuffle=False,
-            num_workers=self.cfg.num_workers,
-            collate_fn=self.collate,
-        )
+        hook = getattr(self.task, "validation_batches", None)
+        custom = hook(self.ctx) if callable(hook) else None
+        loader: Iterable[Any]
+        if custom is not None:
+            loader = custom
+        else:
+            n = len(self.val_ds)  # type: ignore[arg-type]
+            shard = list(range(self.ctx.rank, n, self.ctx.world_size))
+            loader = DataLoader(
+                torch.utils.data.Subset(self.val_ds, shard),
+                batch_size=self.cfg.eval_batch_size or self.cfg.batch_size,
+                shuffle=False,
+                num_workers=self.cfg.num_workers,
+                collate_fn=self.collate,
+            )
         outputs: list[dict[str, torch.Tensor]] = []
         ctx = self.ema.applied(model) if self.ema is not None else contextlib.nullcontext()
         full = getattr(self.task, "full_precision_eval", False)
@@ -469,8 +600,10 @@ class _Trainer:
         )
         if improved:
             self.best_value, self.best_step, self.bad_evals = value, self.step, 0
-            if self.ctx.is_main:
-                ckpt_io.save_weights(self.run_dir / ckpt_io.MODEL_FILE, self._serving_state(), {"step": str(self.step)})
+            if self.strategy.exports_from_checkpoint:
+                self.best_pending = True  # written from the checkpoint that follows this evaluation
+            else:
+                self._write_serving()
         else:
             self.bad_evals += 1
         if self.ctx.is_main:
@@ -484,7 +617,7 @@ class _Trainer:
     # ---------------------------------------------------------------- loop
     def run(self) -> FitResult:
         cfg, ctx = self.cfg, self.ctx
-        t0 = time.time()
+        t0 = _clock()
         elapsed_before = self.schedule.elapsed_s  # training time of earlier invocations (resume)
         from tqdm.auto import tqdm
 
@@ -504,9 +637,13 @@ class _Trainer:
         last_loss: float | None = None
         stop = self.step >= cfg.max_steps
         micro = 0
+        batches_hook = getattr(self.task, "train_batches", None)
         while not stop:
-            loader = self._loader(self.micro_in_epoch * cfg.batch_size)
+            custom = batches_hook(self.epoch, self.micro_in_epoch, ctx) if callable(batches_hook) else None
+            loader: Iterable[Any] = custom if custom is not None else self._loader(self.micro_in_epoch * cfg.batch_size)
+            seen_in_pass = 0
             for batch in loader:
+                seen_in_pass += 1
                 batch = move_to_device(batch, self.device)
                 sync_ctx = (
                     self.train_model.no_sync()
@@ -531,7 +668,7 @@ class _Trainer:
                 if micro < accum:
                     continue
                 micro = 0
-                self.schedule.elapsed_s = elapsed_before + time.time() - t0
+                self.schedule.elapsed_s = elapsed_before + _clock() - t0
                 lr = self.schedule.apply(self.step)
                 if self.scaler is not None:
                     self.scaler.unscale_(self.optimizer)
@@ -569,7 +706,7 @@ class _Trainer:
                 bar.update(1)
                 if cfg.max_minutes is not None:
                     # every rank takes part, so all ranks stop at the same step
-                    spent = time.time() - t0
+                    spent = _clock() - t0
                     if cfg.schedule.by_time:  # the budget spans every invocation: the schedule ends with it
                         spent += elapsed_before
                     out_of_time = any(all_gather_objects(ctx, spent > cfg.max_minutes * 60))
@@ -581,19 +718,22 @@ class _Trainer:
                 )
                 if do_eval:
                     stop = self._after_eval(self.evaluate()) or stop
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps or stop:
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps or stop or self.best_pending:
                     self._save_checkpoint()
                 if self.step >= cfg.max_steps:
                     stop = True
                 if stop:
                     break
             else:
+                if seen_in_pass == 0 and self.micro_in_epoch == 0:
+                    raise ValueError(f"task {self.task.name!r}: an epoch of the training data yields no batch")
                 self.epoch += 1
                 self.micro_in_epoch = 0
         bar.close()
         if ctx.is_main:
             if self.best_step is None:
-                ckpt_io.save_weights(self.run_dir / ckpt_io.MODEL_FILE, self._serving_state(), {"step": str(self.step)})
+                last = ckpt_io.CHECKPOINT_DIR + f"/step_{self.step:08d}"
+                self._write_serving(self.run_dir / last if self.strategy.exports_from_checkpoint else None)
             self._write_metadata(
                 {
                     "result": {
@@ -616,7 +756,7 @@ class _Trainer:
             best_value=self.best_value,
             last_metrics=self.last_metrics,
             train_loss=last_loss,
-            seconds=time.time() - t0,
+            seconds=_clock() - t0,
             model=self.model,
         )
 
@@ -647,4 +787,7 @@ def fit(task: TrainTask, cfg: TrainConfig, full_config: Any = None) -> FitResult
         trainer.setup()
         return trainer.run()
     finally:
+        teardown = getattr(task, "teardown", None)
+        if callable(teardown):
+            teardown()
         cleanup_distributed(ctx)

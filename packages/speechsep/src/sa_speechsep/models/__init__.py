@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 if TYPE_CHECKING:
     from ..config import SepModelConfig
 
-__all__ = ["build_separator"]
+__all__ = ["build_model", "build_separator"]
 
 
 def build_separator(cfg: SepModelConfig) -> nn.Module:
@@ -23,3 +23,8 @@ def build_separator(cfg: SepModelConfig) -> nn.Module:
 
         return build_convtasnet(cfg.variant, cfg.num_spks, **cfg.overrides)
     raise ValueError(f"model.arch: unknown architecture {cfg.arch!r} (mossformer or convtasnet)")
+
+
+def build_model(cfg: Any) -> nn.Module:
+    """The separator of a whole :class:`~sa_speechsep.config.SpeechsepConfig` (``cfg.model``)."""
+    return build_separator(cfg.model)

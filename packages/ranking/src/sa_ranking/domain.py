@@ -1,0 +1,192 @@
+"""The ranking domain's declaration: the core builds ``sa-ranking`` and its run folders from it.
+
+Examples::
+
+    sa-ranking sample data/rank-sample                             # MovieLens-100k from recbole, offline
+    sa-ranking train train.epochs=2                                # config cpu (Hiformer); runs/ranking/hiformer
+    torchrun --nproc_per_node 2 -m sa_ranking.domain train         # 2 ranks, table-wise sharding
+    sa-ranking evaluate --run runs/ranking/hiformer --baseline runs/ranking/lr
+    sa-ranking predict data/rank-sample/candidates.jsonl --run runs/ranking/hiformer -o scores.jsonl
+    sa-ranking validate day_0.gz --schema criteo --on-error skip   # check a data file, report bad rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shared_attention.domain import Command, Domain, arg
+
+__all__ = ["DOMAIN", "main"]
+
+
+def quiet_third_party() -> None:
+    """torchrec and fbgemm log and warn on every import; keep our INFO lines and errors only."""
+    import logging
+    import warnings
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("torchrec", "root", "fbgemm_gpu", "torch.distributed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("sa_ranking").setLevel(logging.INFO)
+    logging.getLogger("shared_attention").setLevel(logging.INFO)
+    warnings.filterwarnings("ignore", module="torchrec")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def build_model(cfg: Any) -> Any:
+    """The model of a whole :class:`~sa_ranking.config.RankingConfig` (its schema read from ``data.schema``)."""
+    from .models import build_model as build
+    from .schema import load_schema
+
+    return build(load_schema(cfg.data.schema), cfg.model)
+
+
+def load_predictor(ns: argparse.Namespace) -> Any:
+    """A predictor from ``--run`` (pruned serving path unless ``--no-prune``)."""
+    from .predictor import RankingPredictor
+
+    if not ns.run:
+        raise ValueError("give --run RUN_DIR")
+    return RankingPredictor.load(ns.run, prune=None if not getattr(ns, "no_prune", False) else False)
+
+
+def predict_one(pred: Any, path: Path, out: Path | None, options: dict[str, Any]) -> str:
+    """Scores a JSON-lines file of candidates (``-``: stdin) into JSON lines ``{"line", "score"}`` (``out`` or
+    stdout); bad rows stop the run (``on_error=reject``, naming file:line) or are skipped and counted."""
+    import json
+
+    import torch
+
+    from .data import DataError, ReadReport, RowParser, TableBuilder
+
+    on_error, batch_size = options.get("on_error", "reject"), int(options.get("batch_size") or 1024)
+    report = ReadReport()
+    name = "<stdin>" if str(path) == "-" else str(path)
+    src = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")  # noqa: SIM115
+    dst = sys.stdout if out is None else out.open("w", encoding="utf-8")  # noqa: SIM115
+    parser = RowParser(pred.schema, with_label=False)
+    builder = TableBuilder(pred.schema)
+    kept_lines: list[int] = []
+    n_out = 0
+
+    def flush() -> None:  # scores the buffered rows; each output line carries its input line number
+        nonlocal builder, n_out
+        if len(builder) == 0:
+            return
+        with torch.no_grad():
+            scores = pred.predict(builder.build().batch())
+        for ln, sc in zip(kept_lines, scores.tolist()):
+            dst.write(json.dumps({"line": ln, "score": sc}) + "\n")
+            n_out += 1
+        kept_lines.clear()
+        builder = TableBuilder(pred.schema)
+
+    try:
+        for i, line in enumerate(src, 1):
+            if not line.strip():
+                continue
+            where = f"{name}:{i}"
+            try:
+                try:
+                    obj = json.loads(line)
+                except ValueError as exc:
+                    raise DataError(f"{where}: invalid JSON: {exc}") from None
+                builder.add(*parser.parse_mapping(obj, where))
+            except DataError as exc:
+                if on_error == "reject":
+                    raise
+                report.add_error(str(exc))
+                continue
+            report.rows += 1
+            kept_lines.append(i)
+            if len(builder) >= batch_size:
+                flush()
+        flush()
+    finally:
+        if src is not sys.stdin:
+            src.close()
+        if dst is not sys.stdout:
+            dst.close()
+    print(f"scored {n_out} rows; {report.skipped} bad rows skipped", file=sys.stderr)
+    for e in report.errors:
+        print(f"  skipped {e}", file=sys.stderr)
+    return ""
+
+
+def validate(ns: argparse.Namespace) -> int:
+    """``sa-ranking validate``: reads a data file with a schema and reports bad rows with line numbers."""
+    from .data import ReadReport, iter_table
+    from .schema import load_schema
+
+    schema = load_schema(ns.schema)
+    report = ReadReport()
+    for _ in iter_table(ns.path, schema, ns.on_error, report, with_label=not ns.no_label):
+        pass
+    print(report.summary())
+    for e in report.errors:
+        print(f"  {e}")
+    return 1 if report.skipped else 0
+
+
+_ON_ERROR = arg(
+    "--on-error",
+    choices=("reject", "skip"),
+    default="reject",
+    help="reject: stop at the first bad row (naming file:line); skip: skip bad rows and count them",
+)
+
+DOMAIN = Domain(
+    name="ranking",
+    summary="Hiformer / DCN-v2 / logistic-regression ranking on torchrec: train, evaluate, score, validate.",
+    package="sa_ranking",
+    config="sa_ranking.config:RankingConfig",
+    build_model="sa_ranking.domain:build_model",
+    task="sa_ranking.task:RankingTask",
+    predictor="sa_ranking.predictor:RankingPredictor",
+    evaluate="sa_ranking.evaluate:evaluate",
+    predict="sa_ranking.domain:predict_one",
+    sample="sa_ranking.sample:main",
+    checkpoint="dcp",
+    train_runner="sa_ranking.train:run",
+    load_predictor="sa_ranking.domain:load_predictor",
+    default_config="cpu",
+    predict_needs_out=False,
+    aliases={"score": "predict"},
+    arguments={
+        "evaluate": (_ON_ERROR,),
+        "predict": (
+            _ON_ERROR,
+            arg("--batch-size", type=int, default=1024, help="rows scored per forward"),
+            arg("--no-prune", action="store_true", help="score with the full (unpruned) last layer"),
+        ),
+    },
+    commands={
+        "validate": Command(
+            help="read a data file with a schema and report bad rows with line numbers",
+            run="sa_ranking.domain:validate",
+            arguments=(
+                arg("path"),
+                arg("--schema", required=True, help="schema JSON/YAML, or criteo[:table_size]"),
+                arg("--on-error", choices=("reject", "skip"), default="skip"),
+                arg("--no-label", action="store_true"),
+            ),
+        )
+    },
+    on_start="sa_ranking.domain:quiet_third_party",
+    examples=__doc__.split("\n\n", 1)[1] if __doc__ else "",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``sa-ranking``."""
+    return DOMAIN.main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

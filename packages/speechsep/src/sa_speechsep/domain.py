@@ -1,0 +1,139 @@
+"""The speechsep domain's declaration: the core builds ``sa-speechsep`` and its run folders from it.
+
+Examples::
+
+    sa-speechsep sample data/speech-sample                        # offline 8 kHz sample set (asterisk + espeak-ng)
+    sa-speechsep train train.max_minutes=30                       # config cpu; runs/speechsep/mossformer-cpu
+    sa-speechsep train --config convtasnet-cpu                    # the peer baseline
+    sa-speechsep evaluate --run runs/speechsep/mossformer-cpu --baseline runs/speechsep/convtasnet-cpu
+    sa-speechsep predict mixture.wav --out separated/ --run runs/speechsep/mossformer-cpu
+    sa-speechsep convert path/to/hub_folder_or_ckpt --out runs/speechsep/mossformer-l-official
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shared_attention.domain import Converted, Domain, arg
+
+__all__ = ["DOMAIN", "main"]
+
+
+def load_predictor(ns: argparse.Namespace) -> Any:
+    """A predictor from ``--run`` or ``--official``, with the chunking options."""
+    from .predictor import SpeechsepPredictor
+
+    if ns.run:
+        pred = SpeechsepPredictor.load(ns.run, device=ns.device)
+    elif ns.official:
+        pred = SpeechsepPredictor.from_official(ns.official, device=ns.device)
+    else:
+        raise ValueError("give --run RUN_DIR or --official PATH")
+    if ns.chunk_seconds:
+        pred.chunk = int(round(ns.chunk_seconds * pred.sample_rate))
+        pred.overlap = int(round(ns.overlap_seconds * pred.sample_rate))
+    return pred
+
+
+def predict_one(pred: Any, path: Path, out: Path | None, options: dict[str, Any]) -> str:
+    """Separates one mixture into ``<out>/<stem>_s1.wav``, ``<stem>_s2.wav``, ..."""
+    assert out is not None
+    outs = pred.separate_file(path, out)
+    return f"{path} -> " + ", ".join(str(o) for o in outs)
+
+
+_CONVERT_FIELDS = (
+    "kernel_size",
+    "stride",
+    "in_channels",
+    "out_channels",
+    "bias",
+    "num_blocks",
+    "d_model",
+    "attn_dropout",
+    "group_size",
+    "query_key_dim",
+    "expansion_factor",
+    "rotary_dim",
+)
+
+
+def convert(sources: Sequence[str], kwargs: str | None = None) -> Converted:
+    """An official MossFormer(L) checkpoint (file or hub folder) -> model + config (strict load)."""
+    import json
+
+    from .config import SpeechsepConfig, SpeechsepModelConfig
+    from .official import load_official
+
+    if len(sources) != 1:
+        raise ValueError("give one official state dict file or hub folder")
+    try:
+        official_kwargs = json.loads(kwargs) if kwargs else {}
+    except ValueError as exc:
+        raise ValueError(f"--kwargs: invalid JSON: {exc}") from None
+    if not isinstance(official_kwargs, dict):
+        raise ValueError("--kwargs: expected a JSON object of constructor arguments")
+    model = load_official(sources[0], **official_kwargs)
+    c = model.cfg
+    cfg = SpeechsepConfig(
+        model=SpeechsepModelConfig(
+            arch="mossformer",
+            variant="mossformer-l",
+            num_spks=c.num_spks,
+            overrides={k: getattr(c, k) for k in _CONVERT_FIELDS},
+        )
+    )
+    n = sum(p.numel() for p in model.parameters())
+    return Converted(
+        model,
+        cfg,
+        {"source": str(sources[0]), "official_kwargs": official_kwargs},
+        summary=f"{sources[0]} ({n:,} parameters, strict load ok)",
+    )
+
+
+DOMAIN = Domain(
+    name="speechsep",
+    summary="MossFormer speech separation: train, evaluate, separate (predict), convert, sample.",
+    package="sa_speechsep",
+    config="sa_speechsep.config:SpeechsepConfig",
+    build_model="sa_speechsep.models:build_model",
+    task="sa_speechsep.task:SpeechsepTask",
+    predictor="sa_speechsep.predictor:SpeechsepPredictor",
+    evaluate="sa_speechsep.evaluate:evaluate",
+    predict="sa_speechsep.domain:predict_one",
+    sample="sa_speechsep.sample:main",
+    convert="sa_speechsep.domain:convert",
+    official="sa_speechsep.official:load_official",
+    load_predictor="sa_speechsep.domain:load_predictor",
+    default_config="cpu",
+    predict_suffixes=(".wav", ".flac", ".ogg", ".mp3"),
+    aliases={"separate": "predict"},
+    arguments={
+        "model": (
+            arg("--official", help="official MossFormer(L) checkpoint file or hub folder instead of --run"),
+            arg("--chunk-seconds", type=float, default=0.0, help="chunk length (default: the config's)"),
+            arg("--overlap-seconds", type=float, default=2.0, help="chunk overlap with --chunk-seconds"),
+        ),
+        "evaluate": (
+            arg("--max-items", type=int, default=0, help="evaluate at most N mixtures (0: all)"),
+            arg("--no-sdr", action="store_true", help="skip the BSS-eval SDR (faster)"),
+            arg("--oracle", action="store_true", help="also score the oracle ideal ratio mask"),
+        ),
+        "convert": (arg("--kwargs", help="official constructor arguments as JSON, e.g. '{\"num_spks\": 3}'"),),
+    },
+    user_errors=("builtins:NotImplementedError",),
+    examples=__doc__.split("\n\n", 1)[1] if __doc__ else "",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``sa-speechsep``."""
+    return DOMAIN.main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
