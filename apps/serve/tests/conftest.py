@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from shared_attention.io import encode_png, encode_wav, png_chunk, synth_png, synth_wav
-from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase
+from shared_attention.serving import InputError, IOSpec, PredictorBase
 
 # ------------------------------------------------------------------------------------------ byte builders
 
@@ -68,23 +68,22 @@ def _decode_image(raw: Any) -> np.ndarray:
     return img[:, :, ::-1].astype(np.float32) / 255.0
 
 
+def _real_spec(module: str, cls: str, constraints: dict[str, Any]) -> IOSpec:
+    """The real predictor's I/O spec (field names, kinds, media types, outputs) with the fake's own input
+    constraints (small limits the tests can exceed cheaply); ``test_stand_ins_keep_the_real_io_spec`` checks it."""
+    import dataclasses
+    import importlib
+
+    real: IOSpec = getattr(importlib.import_module(module), cls).io_spec
+    first = dataclasses.replace(real.inputs[0], constraints=constraints)
+    return IOSpec(inputs=(first, *real.inputs[1:]), outputs=real.outputs)
+
+
 class FakeAnomalyPredictor(PredictorBase):
     """Anomaly contract: image -> {"score", "heatmap_png", "threshold"}; the "model" is the distance to gray."""
 
     domain: ClassVar[str] = "anomaly"
-    io_spec: ClassVar[IOSpec] = IOSpec(
-        inputs=(
-            FieldSpec(
-                "image",
-                "image",
-                ("image/png", "image/jpeg"),
-                "(H, W, 3)",
-                "an image to score",
-                {"max_pixels": 4_000_000},
-            ),
-        ),
-        outputs=(FieldSpec("score", "json", ("application/json",), "float", "anomaly score"),),
-    )
+    io_spec: ClassVar[IOSpec] = _real_spec("sa_anomaly.predictor", "AnomalyPredictor", {"max_pixels": 4_000_000})
     calls = 0
 
     def preprocess(self, raw: Any) -> dict[str, torch.Tensor]:
@@ -113,19 +112,7 @@ class FakeSegPredictor(PredictorBase):
     """Medseg contract: NIfTI -> {"labels_nifti", "classes"}; PNG -> {"labels_png", "overlay_png", "classes"}."""
 
     domain: ClassVar[str] = "medseg"
-    io_spec: ClassVar[IOSpec] = IOSpec(
-        inputs=(
-            FieldSpec(
-                "volume",
-                "volume",
-                ("application/gzip", "application/x-nifti", "image/png"),
-                "(D, H, W)",
-                "CT volume or one PNG slice",
-                {"max_voxels": 10_000},
-            ),
-        ),
-        outputs=(FieldSpec("labels", "volume", ("application/gzip",), "(D, H, W)", "label map"),),
-    )
+    io_spec: ClassVar[IOSpec] = _real_spec("sa_medseg.predictor", "MedsegPredictor", {"max_voxels": 10_000})
     classes = ["background", "organ"]
 
     def preprocess(self, raw: Any) -> dict[str, torch.Tensor]:
@@ -169,18 +156,8 @@ class FakeSeparationPredictor(PredictorBase):
     """Speechsep contract: 8 kHz mono wav -> {"sample_rate", "sources_wav": [wav, wav]}."""
 
     domain: ClassVar[str] = "speechsep"
-    io_spec: ClassVar[IOSpec] = IOSpec(
-        inputs=(
-            FieldSpec(
-                "mixture",
-                "audio",
-                ("audio/wav",),
-                "(T,)",
-                "a two-speaker mixture",
-                {"sample_rate": 8000, "channels": 1, "max_seconds": 30},
-            ),
-        ),
-        outputs=(FieldSpec("sources", "audio", ("audio/wav",), "(2, T)", "one wav per speaker"),),
+    io_spec: ClassVar[IOSpec] = _real_spec(
+        "sa_speechsep.predictor", "SpeechsepPredictor", {"sample_rate": 8000, "channels": 1, "max_seconds": 30}
     )
 
     def preprocess(self, raw: Any) -> torch.Tensor:
@@ -210,18 +187,8 @@ class FakeRankingPredictor(PredictorBase):
     """Ranking contract: list of candidate dicts {"x": float, "y": float} -> {"scores": [...]}; score = 2x - y."""
 
     domain: ClassVar[str] = "ranking"
-    io_spec: ClassVar[IOSpec] = IOSpec(
-        inputs=(
-            FieldSpec(
-                "candidates",
-                "json",
-                ("application/json",),
-                "list of objects",
-                "candidates",
-                {"example": [{"x": 1.0, "y": 0.5}, {"x": 0.2, "y": 0.1}]},
-            ),
-        ),
-        outputs=(FieldSpec("scores", "json", ("application/json",), "(N,)", "one score per candidate"),),
+    io_spec: ClassVar[IOSpec] = _real_spec(
+        "sa_ranking.predictor", "RankingPredictor", {"example": [{"x": 1.0, "y": 0.5}, {"x": 0.2, "y": 0.1}]}
     )
 
     def __init__(self, delay_s: float = 0.0) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -189,3 +190,43 @@ def test_real_speechsep_and_medseg_predictors_through_the_app(kit):
         assert lab.shape == (32, 32, 2) and np.allclose(lab.affine, affine)
         r = c.post("/v1/medseg/predict", files={"file": ("t.nii.gz", kit.nifti_bytes((32, 32, 2))[:-30])})
         assert r.status_code == 400 and "gzip" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("fake", "real"),
+    [
+        ("conftest:FakeAnomalyPredictor", "sa_anomaly.predictor:AnomalyPredictor"),
+        ("conftest:FakeSegPredictor", "sa_medseg.predictor:MedsegPredictor"),
+        ("conftest:FakeSeparationPredictor", "sa_speechsep.predictor:SpeechsepPredictor"),
+        ("conftest:FakeRankingPredictor", "sa_ranking.predictor:RankingPredictor"),
+        ("sa_serve.standin:StandInRanker", "sa_ranking.predictor:RankingPredictor"),
+    ],
+)
+def test_stand_ins_keep_the_real_io_spec(fake: str, real: str) -> None:
+    """A stand-in that drifts from its real predictor's I/O spec would test a contract no user sees: field
+    names, kinds and media types of every input and output, the UI view and the domain must all agree."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    def load(ref: str) -> Any:
+        mod, _, attr = ref.partition(":")
+        if mod == "conftest":  # this folder's conftest, loaded under its own name
+            spec = importlib.util.spec_from_file_location("_serve_conftest", Path(__file__).with_name("conftest.py"))
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return getattr(module, attr)
+        return getattr(importlib.import_module(mod), attr)
+
+    f, r = load(fake), load(real)
+
+    def shape(spec: Any) -> tuple[Any, ...]:
+        return (
+            tuple((x.name, x.kind, tuple(x.media_types)) for x in spec.inputs),
+            tuple((x.name, x.kind, tuple(x.media_types)) for x in spec.outputs),
+            spec.view,
+        )
+
+    assert f.domain == r.domain
+    assert shape(f.io_spec) == shape(r.io_spec)

@@ -340,6 +340,12 @@ def write_run_folder(domain: Domain, out: str | Path, converted: Converted) -> P
     from .engine.checkpoint import MODEL_FILE, atomic_write_bytes, atomic_write_text, save_weights
     from .engine.config import dump_config
 
+    fresh = resolve(domain.build_model)(converted.config)  # servable: the config must rebuild these weights
+    try:
+        fresh.load_state_dict(converted.model.state_dict(), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"{out}: the converted weights do not fit the model its config builds ({first})") from exc
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
     save_weights(run / MODEL_FILE, converted.model.state_dict(), {"source": "convert"})

@@ -44,7 +44,7 @@ from shared_attention.io import synth_png, synth_wav
 
 from . import __version__
 from .batching import ModelWorker, QueueFullError
-from .registry import ModelSource, discover
+from .registry import ModelSource, discover, load_class
 from .uploads import UploadError, check_audio, check_image, check_volume, parse_json, sniff
 
 __all__ = ["Limits", "ServeSettings", "create_app", "create_app_from_env", "SETTINGS_ENV", "TOKEN_ENV"]
@@ -190,6 +190,16 @@ def _jsonable(obj: Any) -> Any:
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> HTTPException:
     return HTTPException(status_code=status, detail=message, headers=dict(headers) if headers else None)
+
+
+def _spec_kind(served: Served) -> str | None:
+    """The first input's kind from the predictor's I/O spec (the class's, before the model is loaded)."""
+    spec = served.input_spec
+    if spec is None and served.source.factory is None:
+        target = served.source.target or discover().get(served.source.domain)
+        io = getattr(load_class(target), "io_spec", None) if target else None
+        spec = io.inputs[0] if io is not None and io.inputs else None
+    return spec.kind if spec is not None else None
 
 
 def _warmup(served: Served) -> None:
@@ -559,11 +569,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
         """Ranking-style bodies: a JSON list of rows (or {"candidates": [...]}) is micro-batched as a list."""
         if isinstance(raw, list):
             return raw
-        if domain == "ranking" and isinstance(raw, Mapping) and set(raw) == {"candidates"}:
-            cand = raw["candidates"]
-            if not isinstance(cand, list):
-                raise _error(422, "ranking: 'candidates' must be a list of objects")
-            return cand
+        field = served[domain].input_spec
+        name = field.name if field is not None and field.kind == "json" else None
+        if name is not None and isinstance(raw, Mapping) and set(raw) == {name}:  # {"candidates": [...]}
+            rows = raw[name]
+            if not isinstance(rows, list):
+                raise _error(422, f"{domain}: {name!r} must be a list of objects")
+            return rows
         return None
 
     def make_route(domain: str) -> Any:
@@ -574,7 +586,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return predict
 
     for domain, sv in served.items():
-        kind = "json" if domain in ("ranking", "toy") else "binary"
+        kind = "json" if _spec_kind(sv) == "json" else "binary"
         v1.add_api_route(
             f"/{domain}/predict",
             make_route(domain),

@@ -14,9 +14,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "ModelSource", "discover", "find_runs", "load_class", "parse_assignment"]
+__all__ = [
+    "BUILTIN",
+    "DOMAIN_ENTRY_POINT_GROUP",
+    "ENTRY_POINT_GROUP",
+    "installed_domains",
+    "ModelSource",
+    "discover",
+    "find_runs",
+    "load_class",
+    "parse_assignment",
+]
 
 ENTRY_POINT_GROUP = "shared_attention.predictors"
+DOMAIN_ENTRY_POINT_GROUP = "shared_attention.domains"
 BUILTIN: dict[str, str] = {"toy": "shared_attention.toy:PointerPredictor"}
 
 
@@ -26,6 +37,11 @@ def discover() -> dict[str, str]:
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         found[ep.name] = ep.value
     return dict(sorted(found.items()))
+
+
+def installed_domains() -> dict[str, str]:
+    """``{domain: "module:DOMAIN"}`` of the installed :class:`~shared_attention.domain.Domain` declarations."""
+    return {ep.name: ep.value for ep in metadata.entry_points(group=DOMAIN_ENTRY_POINT_GROUP)}
 
 
 def load_class(target: str) -> type[Any]:
@@ -106,8 +122,9 @@ class ModelSource:
             raise LookupError(f"no installed predictor for domain {self.domain!r}; installed: {sorted(discover())}")
         cls = load_class(target)
         if self.official:
-            if not hasattr(cls, "from_official"):
-                raise ValueError(f"{self.domain}: {target} has no from_official (no official weights)")
+            declared = installed_domains().get(self.domain)
+            if declared is None or load_class(declared).official is None:
+                raise ValueError(f"{self.domain}: the domain declares no official checkpoints")
             return cls.from_official(self.official, device=device, **dict(self.official_kwargs))
         if self.run_dir:
             return cls.load(self.run_dir, device=device)

@@ -80,7 +80,7 @@ class StandInRanker(PredictorBase):
             FieldSpec(
                 "candidates",
                 "json",
-                ("application/json",),
+                ("application/json", "application/x-ndjson"),
                 "list of objects",
                 "STAND-IN (random weights): MovieLens-style candidate rows",
                 {

@@ -59,8 +59,32 @@ class IOSpec:
     inputs: tuple[FieldSpec, ...]
     outputs: tuple[FieldSpec, ...]
 
+    @property
+    def view(self) -> str:
+        """How a user interface should present this predictor, decided from the kinds of its fields only:
+
+        - ``image-to-image``: an image in, an image out (before / after);
+        - ``image-heatmap``: an image in, a score and an image map out (overlay on the input);
+        - ``volume-segmentation``: a volume (or slice) in, label maps out;
+        - ``audio-sources``: audio in, audio tracks out;
+        - ``json-scores``: JSON rows in, a ``scores`` list out (a ranked table);
+        - ``json``: anything else with JSON input; ``file``: anything else.
+        """
+        first = self.inputs[0].kind if self.inputs else ""
+        out_kinds = {f.kind for f in self.outputs}
+        out_names = {f.name for f in self.outputs}
+        if first == "audio" and "audio" in out_kinds:
+            return "audio-sources"
+        if first == "volume":
+            return "volume-segmentation"
+        if first == "image" and "image" in out_kinds:
+            return "image-heatmap" if "json" in out_kinds else "image-to-image"
+        if first == "json":
+            return "json-scores" if "scores" in out_names else "json"
+        return "file"
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
+        """A JSON-ready dict (with :attr:`view`)."""
 
         def one(f: FieldSpec) -> dict[str, Any]:
             return {
@@ -68,7 +92,7 @@ class IOSpec:
                 "description": f.description, "constraints": dict(f.constraints),
             }
 
-        return {"inputs": [one(f) for f in self.inputs], "outputs": [one(f) for f in self.outputs]}
+        return {"inputs": [one(f) for f in self.inputs], "outputs": [one(f) for f in self.outputs], "view": self.view}
 
 
 @runtime_checkable

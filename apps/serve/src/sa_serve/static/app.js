@@ -178,15 +178,24 @@ function examplesFor(domain, model) {
   return "[]";
 }
 
+// The panel comes from the predictor's I/O spec (its "view", decided from the kinds of its fields), never
+// from the domain's name: a new domain with the same kinds of inputs and outputs gets the same page.
+function acceptOf(model) {
+  const types = (((model.io || {}).inputs || [{}])[0].media_types || []);
+  const extra = types.includes("application/gzip") ? [".nii", ".nii.gz", ".gz"] : [];
+  return [...types, ...extra].join(",") || "*/*";
+}
+
 function buildPanel(domain, model) {
-  const kind = ((model.io || {}).inputs || [{}])[0].kind;
-  if (domain === "restoration") return filePanel(domain, model, "image/*", "Upscale", renderRestoration);
-  if (domain === "anomaly") return filePanel(domain, model, "image/*", "Score", renderAnomaly);
-  if (domain === "medseg") return filePanel(domain, model, ".nii,.gz,image/png", "Segment", renderMedseg);
-  if (domain === "speechsep") return filePanel(domain, model, "audio/wav,.wav", "Separate", renderSpeech);
-  if (domain === "ranking") return jsonPanel(domain, model, examplesFor(domain, model), "Score candidates", renderRanking);
-  if (kind === "json") return jsonPanel(domain, model, examplesFor(domain, model), "Run", renderJson);
-  return filePanel(domain, model, "*/*", "Run", renderJson);
+  const view = (model.io || {}).view || "file";
+  const accept = acceptOf(model);
+  if (view === "image-to-image") return filePanel(domain, model, accept, "Run", renderRestoration);
+  if (view === "image-heatmap") return filePanel(domain, model, accept, "Score", renderAnomaly);
+  if (view === "volume-segmentation") return filePanel(domain, model, accept, "Segment", renderMedseg);
+  if (view === "audio-sources") return filePanel(domain, model, accept, "Separate", renderSpeech);
+  if (view === "json-scores") return jsonPanel(domain, model, examplesFor(domain, model), "Score candidates", renderRanking);
+  if (view === "json") return jsonPanel(domain, model, examplesFor(domain, model), "Run", renderJson);
+  return filePanel(domain, model, accept, "Run", renderJson);
 }
 
 function select(domain) {
