@@ -10,7 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run_ci(test_file: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTEST_ARGS=f"{test_file} -p no:cacheprovider -q")
+    # a parent `make test PYTEST_ARGS=...` passes its command-line variables down through MAKEFLAGS, which would
+    # override ours and recurse into the whole suite: the child make starts clean
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    env["PYTEST_ARGS"] = f"{test_file} -p no:cacheprovider -q"
     return subprocess.run(["bash", str(ROOT / ".ci" / "run")], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
 

@@ -147,3 +147,22 @@ def test_resnet_weights_from_torchvision_state_dict() -> None:
     torch.testing.assert_close(model.firstconv.weight, ref.conv1.weight)
     with pytest.raises(ValueError, match="lack"):
         model.load_resnet_weights({"conv1.weight": ref.conv1.weight})
+
+
+def test_cli_convert_writes_a_servable_run_folder(tmp_path: Path) -> None:
+    """``sa-medseg convert`` -> run folder -> the predictor computes what the official weights compute."""
+    from sa_medseg.domain import main
+    from sa_medseg.predictor import MedsegPredictor
+
+    m = _manifest("vmunet")
+    sd = _state(m)
+    path = tmp_path / "vmunet_synapse.pth"
+    torch.save(sd, path)
+    run = tmp_path / "vmunet-official"
+    assert main(["convert", str(path), "--out", str(run), "--family", "vmunet", "--num-classes", "9"]) == 0
+    pred = MedsegPredictor.load(run)
+    assert len(pred.class_names) == 9
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(pred.model(x), load_official_vmunet(sd, **m["constructor_kwargs"])(x))
+    assert main(["convert", str(path), "--out", str(tmp_path / "bad"), "--family", "paratranscnn"]) == 2

@@ -150,6 +150,17 @@ def test_pth_file_on_disk_and_convert(hat_s: tuple[dict[str, Any], dict[str, Ten
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), y, atol=0, rtol=0)
 
+    # the generated CLI's convert writes a servable run folder whose predictor computes the same output
+    from sa_restoration.domain import main
+    from sa_restoration.predictor import RestorationPredictor
+
+    run = tmp_path / "hat-s-x4"
+    assert main(["convert", str(path), "--out", str(run), "--variant", "hat-s", "--scale", "4"]) == 0
+    pred = RestorationPredictor.load(run)
+    with torch.no_grad():
+        torch.testing.assert_close(pred.model(x), y, atol=0, rtol=0)
+    assert main(["convert", str(path), "--out", str(tmp_path / "wrong"), "--variant", "hat", "--scale", "4"]) == 2
+
 
 def test_wrong_embed_dim_gives_clear_error(hat_s: tuple[dict[str, Any], dict[str, Tensor]], tmp_path: Path) -> None:
     m, sd = hat_s

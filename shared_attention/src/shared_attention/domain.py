@@ -321,7 +321,7 @@ def _cmd_predict(domain: Domain, ns: argparse.Namespace) -> int:
             failed += 1
             continue
         try:
-            line = one(pred, path, Path(out) if out not in (None, "-") else None, options)
+            line = one(pred, path, Path(out) if out is not None and out != "-" else None, options)
         except InputError as exc:
             msg = str(exc)
             print(f"error: {msg if str(path) in msg else f'{path}: {msg}'}", file=sys.stderr)

@@ -61,8 +61,8 @@ def predict_one(pred: Any, path: Path, out: Path | None, options: dict[str, Any]
 
 def convert(sources: Sequence[str], dim: int = 64, depth: int = 2, heads: int = 4) -> Converted:
     """A plain state-dict file (``.pt`` / ``.safetensors``) -> model + config, loaded strictly."""
-    from .engine.foreign import load_strict, read_state_dict
     from .engine.config import load_config
+    from .engine.foreign import load_strict, read_state_dict
     from .toy import ToyConfig
 
     if len(sources) != 1:

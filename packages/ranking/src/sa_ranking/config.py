@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from shared_attention.engine import OptimConfig, TrainConfig, load_bundled_config
 
@@ -98,7 +98,7 @@ class RankingTrainConfig(TrainConfig):
             TrainConfig.__post_init__(self)
         finally:
             object.__setattr__(self, "max_steps", steps)
-        old = {"name": self.dense_optim, "lr": self.dense_lr, "weight_decay": self.weight_decay}
+        old: dict[str, Any] = {"name": self.dense_optim, "lr": self.dense_lr, "weight_decay": self.weight_decay}
         given = {k: v for k, v in old.items() if v is not None}
         if given:
             object.__setattr__(self, "optim", dataclasses.replace(self.optim, **given))

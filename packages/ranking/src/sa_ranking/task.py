@@ -180,7 +180,7 @@ class RankingTask(TaskHooks):
         def make(params: Any) -> torch.optim.Optimizer:  # the same parameters, by name (weight-decay groups)
             return build_optimizer(dense, optim_cfg)
 
-        return CombinedOptimizer([model.fused_optimizer, KeyedOptimizerWrapper(dense, make)])  # type: ignore[operator]
+        return CombinedOptimizer([model.fused_optimizer, KeyedOptimizerWrapper(dense, make)])
 
     def export_module(self, model: nn.Module) -> nn.Module:
         """The served module: the ranking model inside :class:`TrainModule`."""

@@ -213,5 +213,5 @@ def get_strategy(spec: Any) -> CheckpointStrategy:
     if spec == "dcp":
         return DCPCheckpoints()
     if all(hasattr(spec, m) for m in ("save", "resume", "export")):
-        return spec  # type: ignore[no-any-return]
+        return spec
     raise ValueError(f"checkpoint_strategy: unknown {spec!r} (use 'safetensors', 'dcp' or a strategy object)")

@@ -1,5 +1,23 @@
 """The Predictor protocol shared by the domain CLIs and the server."""
 
-from .predictor import FieldSpec, InputError, IOSpec, Predictor, PredictorBase, RunFolder, read_run_folder
+from .predictor import (
+    FieldSpec,
+    InputError,
+    IOSpec,
+    Predictor,
+    PredictorBase,
+    RunFolder,
+    load_run_model,
+    read_run_folder,
+)
 
-__all__ = ["FieldSpec", "IOSpec", "InputError", "Predictor", "PredictorBase", "RunFolder", "read_run_folder"]
+__all__ = [
+    "FieldSpec",
+    "IOSpec",
+    "InputError",
+    "Predictor",
+    "PredictorBase",
+    "RunFolder",
+    "load_run_model",
+    "read_run_folder",
+]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -18,7 +18,16 @@ import torch
 
 from ..engine.checkpoint import MODEL_FILE, CheckpointError, load_weights
 
-__all__ = ["FieldSpec", "IOSpec", "InputError", "Predictor", "PredictorBase", "RunFolder", "read_run_folder"]
+__all__ = [
+    "FieldSpec",
+    "IOSpec",
+    "InputError",
+    "Predictor",
+    "PredictorBase",
+    "RunFolder",
+    "load_run_model",
+    "read_run_folder",
+]
 
 Kind = Literal["image", "audio", "volume", "json", "text", "tensor"]
 
@@ -167,6 +176,48 @@ def read_run_folder(run_dir: str | Path, device: str | torch.device = "cpu") -> 
     except CheckpointError:
         raise
     return RunFolder(path, config, metadata, state, digest)
+
+
+def load_run_model(
+    run_dir: str | Path,
+    config_cls: type[Any],
+    build_model: Callable[[Any], torch.nn.Module],
+    domain: str | None = None,
+    prepare: Callable[[Any], Any] | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[RunFolder, Any, torch.nn.Module]:
+    """Reads a run folder and rebuilds its model: ``(run, config, model)`` with the weights loaded strictly.
+
+    Args:
+        run_dir: the run folder (written by ``train`` or ``convert``).
+        config_cls: the domain's config dataclass (``config.yaml`` is loaded into it).
+        build_model: ``build_model(cfg) -> nn.Module`` (random init; the run's weights replace it).
+        domain: the expected domain; a run folder of another domain is refused in one line naming both.
+        prepare: applied to the config before building (e.g. dropping a pretrained-weights path).
+        device: where the weights are read to.
+
+    Raises:
+        FileNotFoundError / ValueError / CheckpointError: one line naming the file and the problem.
+    """
+    from ..engine.config import ConfigError, load_config
+
+    run = read_run_folder(run_dir, device)
+    found = run.metadata.get("task")
+    if domain is not None and found is not None and found != domain:
+        raise ValueError(f"{run.path}: a {found!r} run folder, but this is the {domain!r} domain")
+    try:
+        cfg = load_config(config_cls, run.path / "config.yaml")
+    except ConfigError as exc:
+        raise ValueError(f"{exc} (is {run.path} a {domain or config_cls.__name__} run folder?)") from exc
+    if prepare is not None:
+        cfg = prepare(cfg)
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(run.state_dict, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise ValueError(f"{run.path / MODEL_FILE}: does not match its config.yaml: {detail}") from exc
+    return run, cfg, model
 
 
 class PredictorBase:
