@@ -112,3 +112,23 @@ def test_evaluation_refuses_nan_and_round_trips(tmp_path: Path) -> None:
     assert back.wins and back.delta == pytest.approx(0.2)
     with pytest.raises(EvaluationError, match="'baseline' must be a finite number"):
         Evaluation("x", "AUC", 0.7, float("nan"), "none").to_dict()
+
+
+def test_run_folder_of_another_domain_is_named(tmp_path: Path) -> None:
+    from shared_attention.engine.checkpoint import save_weights
+    from shared_attention.engine.config import dump_config
+    from shared_attention.serving import load_run_model
+    from shared_attention.toy import ToyConfig, build_model
+
+    cfg = ToyConfig()
+    save_weights(tmp_path / "model.safetensors", build_model(cfg).state_dict())
+    (tmp_path / "config.yaml").write_text(dump_config(cfg))
+    (tmp_path / "metadata.json").write_text(json.dumps({"task": "anomaly"}))
+    with pytest.raises(ValueError, match="a 'anomaly' run folder, but this is the 'toy' domain"):
+        load_run_model(tmp_path, ToyConfig, build_model, "toy")
+    (tmp_path / "metadata.json").write_text(json.dumps({"task": "toy-pointer"}))
+    run, loaded, model = load_run_model(tmp_path, ToyConfig, build_model, "toy")
+    assert loaded == cfg and run.path == tmp_path
+    save_weights(tmp_path / "model.safetensors", {"x": torch.zeros(1)})
+    with pytest.raises(ValueError, match="model.safetensors: does not match its config.yaml"):
+        load_run_model(tmp_path, ToyConfig, build_model, "toy")

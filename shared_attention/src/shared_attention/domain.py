@@ -117,7 +117,10 @@ Hook = Literal["train", "evaluate", "predict", "convert", "model"]
 class Domain:
     """A domain package's declaration; the core turns it into the CLI, run folders and evaluation files.
 
-    Every ``str`` callable field is a ``"module:attribute"`` reference, imported only when used.
+    Every ``str`` callable field is a ``"module:attribute"`` reference, imported only when used. Left empty,
+    the conventional one is used (for ``name="medseg"``: package ``sa_medseg``, ``sa_medseg.config:MedsegConfig``,
+    ``sa_medseg.models:build_model``, ``sa_medseg.task:MedsegTask``, ``sa_medseg.predictor:MedsegPredictor``,
+    ``sa_medseg.evaluate:evaluate``, ``sa_medseg.domain:predict_one``, ``sa_medseg.sample:main``).
 
     Attributes:
         name: the domain (``"restoration"``): console script ``sa-<name>``, route ``/v1/<name>``.
@@ -155,14 +158,14 @@ class Domain:
 
     name: str
     summary: str
-    package: str
-    config: str
-    build_model: str
-    task: str
-    predictor: str
-    evaluate: str
-    predict: str
-    sample: str | None = None
+    package: str = ""
+    config: str = ""
+    build_model: str = ""
+    task: str = ""
+    predictor: str = ""
+    evaluate: str = ""
+    predict: str = ""
+    sample: str | None = ""
     convert: str | None = None
     official: str | None = None
     checkpoint: Literal["safetensors", "dcp"] = "safetensors"
@@ -179,6 +182,24 @@ class Domain:
     examples: str = ""
     user_errors: tuple[str, ...] = ()
     on_start: str | None = None
+
+    def __post_init__(self) -> None:
+        # the naming scheme is the default: a package that follows it declares only what is specific to it
+        pkg = self.package or f"sa_{self.name}"
+        cap = self.name[:1].upper() + self.name[1:]
+        defaults = {
+            "package": pkg,
+            "config": f"{pkg}.config:{cap}Config",
+            "build_model": f"{pkg}.models:build_model",
+            "task": f"{pkg}.task:{cap}Task",
+            "predictor": f"{pkg}.predictor:{cap}Predictor",
+            "evaluate": f"{pkg}.evaluate:evaluate",
+            "predict": f"{pkg}.domain:predict_one",
+            "sample": f"{pkg}.sample:main",
+        }
+        for key, value in defaults.items():
+            if getattr(self, key) == "":
+                object.__setattr__(self, key, value)
 
     @property
     def prog(self) -> str:

@@ -23,7 +23,7 @@ from .engine.task import TaskHooks
 from .engine.trainer import OptimConfig, TrainConfig
 from .layers.blocks import TransformerBlock
 from .layers.position import sinusoidal_1d
-from .serving.predictor import FieldSpec, InputError, IOSpec, PredictorBase, read_run_folder
+from .serving.predictor import FieldSpec, InputError, IOSpec, PredictorBase, load_run_model
 
 __all__ = [
     "ToyModelConfig",
@@ -72,8 +72,15 @@ class ToyConfig:
     data: ToyDataConfig = field(default_factory=ToyDataConfig)
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            run_dir="runs/toy/pointer", max_steps=300, batch_size=64, eval_every=100, checkpoint_every=100,
-            log_every=20, monitor="accuracy", monitor_mode="max", grad_clip=1.0,
+            run_dir="runs/toy/pointer",
+            max_steps=300,
+            batch_size=64,
+            eval_every=100,
+            checkpoint_every=100,
+            log_every=20,
+            monitor="accuracy",
+            monitor_mode="max",
+            grad_clip=1.0,
             optim=OptimConfig(name="adamw", lr=2e-3, weight_decay=0.01),
         )
     )
@@ -98,8 +105,9 @@ class PointerTransformer(nn.Module):
         vocab: value tokens. seq_len: maximum length. dim, depth, num_heads, dropout: see ToyModelConfig.
     """
 
-    def __init__(self, vocab: int, seq_len: int, dim: int = 64, depth: int = 2, num_heads: int = 4,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, vocab: int, seq_len: int, dim: int = 64, depth: int = 2, num_heads: int = 4, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab + seq_len, dim)
         self.pos: torch.Tensor
@@ -116,6 +124,12 @@ class PointerTransformer(nn.Module):
         return self.head(self.norm(x[:, 0]))  # (B, vocab)
 
 
+def build_model(cfg: ToyConfig) -> PointerTransformer:
+    """The pointer transformer of ``cfg``."""
+    m, d = cfg.model, cfg.data
+    return PointerTransformer(d.vocab, d.seq_len, m.dim, m.depth, m.num_heads, m.dropout)
+
+
 class PointerTask(TaskHooks):
     """The toy :class:`~shared_attention.engine.TrainTask`: cross-entropy, accuracy on a held-out set."""
 
@@ -125,13 +139,14 @@ class PointerTask(TaskHooks):
         self.cfg = cfg
 
     def build_model(self) -> nn.Module:
-        m, d = self.cfg.model, self.cfg.data
-        return PointerTransformer(d.vocab, d.seq_len, m.dim, m.depth, m.num_heads, m.dropout)
+        return build_model(self.cfg)
 
     def build_datasets(self) -> tuple[Dataset[Any], Dataset[Any] | None]:
         d = self.cfg.data
-        return (make_pointer_data(d.n_train, d.vocab, d.seq_len, d.seed),
-                make_pointer_data(d.n_val, d.vocab, d.seq_len, d.seed + 1))
+        return (
+            make_pointer_data(d.n_train, d.vocab, d.seq_len, d.seed),
+            make_pointer_data(d.n_val, d.vocab, d.seq_len, d.seed + 1),
+        )
 
     def training_step(self, model: nn.Module, batch: Any) -> Mapping[str, torch.Tensor]:
         tokens, labels = batch
@@ -171,8 +186,15 @@ class PointerPredictor(PredictorBase):
 
     domain: ClassVar[str] = "toy"
     io_spec: ClassVar[IOSpec] = IOSpec(
-        inputs=(FieldSpec("sequences", "json", ("application/json",), "(B, seq_len) int",
-                          "pointer position followed by seq_len-1 value tokens"),),
+        inputs=(
+            FieldSpec(
+                "sequences",
+                "json",
+                ("application/json",),
+                "(B, seq_len) int",
+                "pointer position followed by seq_len-1 value tokens",
+            ),
+        ),
         outputs=(FieldSpec("values", "json", ("application/json",), "(B,) int", "the value each pointer selects"),),
     )
 
@@ -186,16 +208,7 @@ class PointerPredictor(PredictorBase):
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> PointerPredictor:
         """Reads ``config.yaml`` + ``model.safetensors`` of a toy run."""
-        from .engine.config import ConfigError, load_config
-
-        run = read_run_folder(run_dir)
-        try:
-            cfg = load_config(ToyConfig, Path(run_dir) / "config.yaml")
-        except ConfigError as exc:
-            raise ValueError(f"{run_dir}: not a toy run: {exc}") from exc
-        m, d = cfg.model, cfg.data
-        model = PointerTransformer(d.vocab, d.seq_len, m.dim, m.depth, m.num_heads)
-        model.load_state_dict(run.state_dict, strict=True)
+        run, cfg, model = load_run_model(run_dir, ToyConfig, build_model, cls.domain)
         pred = cls(model.to(device), cfg, torch.device(device))
         pred.run = run
         return pred

@@ -15,15 +15,7 @@ from typing import Any
 from .domain import Converted, Domain, arg
 from .evaluation import Evaluation
 
-__all__ = ["TOY_DOMAIN", "build_model", "convert", "evaluate", "predict_one", "sample_main"]
-
-
-def build_model(cfg: Any) -> Any:
-    """The pointer transformer of a :class:`~shared_attention.toy.ToyConfig`."""
-    from .toy import PointerTransformer
-
-    m, d = cfg.model, cfg.data
-    return PointerTransformer(d.vocab, d.seq_len, m.dim, m.depth, m.num_heads)
+__all__ = ["TOY_DOMAIN", "convert", "evaluate", "predict_one", "sample_main"]
 
 
 def evaluate(pred: Any, data: str | None = None, baseline: str | None = None, **_: Any) -> Evaluation:
@@ -63,7 +55,7 @@ def convert(sources: Sequence[str], dim: int = 64, depth: int = 2, heads: int = 
     """A plain state-dict file (``.pt`` / ``.safetensors``) -> model + config, loaded strictly."""
     from .engine.config import load_config
     from .engine.foreign import load_strict, read_state_dict
-    from .toy import ToyConfig
+    from .toy import ToyConfig, build_model
 
     if len(sources) != 1:
         raise ValueError("give one state-dict file")
@@ -97,7 +89,7 @@ TOY_DOMAIN = Domain(
     summary="The built-in toy pointer task (a tiny transformer must attend to the pointed-at token).",
     package="shared_attention",
     config="shared_attention.toy:ToyConfig",
-    build_model="shared_attention.toy_domain:build_model",
+    build_model="shared_attention.toy:build_model",
     task="shared_attention.toy:PointerTask",
     predictor="shared_attention.toy:PointerPredictor",
     evaluate="shared_attention.toy_domain:evaluate",

@@ -100,14 +100,6 @@ def convert(
 DOMAIN = Domain(
     name="anomaly",
     summary="FOD image anomaly detection (one model per category): train, evaluate, predict, convert, sample.",
-    package="sa_anomaly",
-    config="sa_anomaly.config:AnomalyConfig",
-    build_model="sa_anomaly.models:build_model",
-    task="sa_anomaly.task:AnomalyTask",
-    predictor="sa_anomaly.predictor:AnomalyPredictor",
-    evaluate="sa_anomaly.evaluate:evaluate",
-    predict="sa_anomaly.domain:predict_one",
-    sample="sa_anomaly.sample:main",
     convert="sa_anomaly.domain:convert",
     official="sa_anomaly.official:assemble_official",
     prepare_config="sa_anomaly.domain:prepare_config",
@@ -134,9 +126,7 @@ DOMAIN = Domain(
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``sa-anomaly``."""
-    return DOMAIN.main(argv)
+main = DOMAIN.main  #: the ``sa-anomaly`` console script
 
 
 if __name__ == "__main__":

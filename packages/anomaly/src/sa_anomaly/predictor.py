@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, read_run_folder
+from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, load_run_model
 
 if TYPE_CHECKING:
     from .models.fod import FODAnomalyModel
@@ -78,18 +78,13 @@ class AnomalyPredictor(PredictorBase):
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> AnomalyPredictor:
         """From a run folder written by ``sa-anomaly train`` (``threshold.json`` from ``evaluate`` if present)."""
-        from shared_attention.engine import load_config
+        from .config import AnomalyConfig
+        from .models import build_model
 
-        from .config import ADConfig
-        from .task import build_model
+        def no_backbone_weights(cfg: Any) -> nn.Module:  # the run holds all weights
+            return build_model(cfg, backbone_weights=False)
 
-        run = read_run_folder(run_dir)
-        cfg = load_config(ADConfig, Path(run_dir) / "config.yaml")
-        model = build_model(cfg, backbone_weights=False)
-        try:
-            model.load_state_dict(run.state_dict, strict=True)
-        except RuntimeError as exc:
-            raise ValueError(f"{run_dir}/model.safetensors does not match its config.yaml: {exc}") from exc
+        run, cfg, model = load_run_model(run_dir, AnomalyConfig, no_backbone_weights, cls.domain)
         threshold = None
         tpath = Path(run_dir) / THRESHOLD_FILE
         if tpath.is_file():

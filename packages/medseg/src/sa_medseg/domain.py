@@ -96,14 +96,6 @@ def convert(sources: Sequence[str], family: str = "vmunet", num_classes: int = 9
 DOMAIN = Domain(
     name="medseg",
     summary="ParaTransCNN / VM-UNet medical image segmentation: train, evaluate, predict, convert, sample.",
-    package="sa_medseg",
-    config="sa_medseg.config:MedsegConfig",
-    build_model="sa_medseg.models:build_model",
-    task="sa_medseg.task:MedsegTask",
-    predictor="sa_medseg.predictor:MedsegPredictor",
-    evaluate="sa_medseg.evaluate:evaluate",
-    predict="sa_medseg.domain:predict_one",
-    sample="sa_medseg.sample:main",
     convert="sa_medseg.domain:convert",
     official="sa_medseg.official:load_official_vmunet",
     load_predictor="sa_medseg.domain:load_predictor",
@@ -136,9 +128,7 @@ DOMAIN = Domain(
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``sa-medseg``."""
-    return DOMAIN.main(argv)
+main = DOMAIN.main  #: the ``sa-medseg`` console script
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, read_run_folder
+from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, load_run_model
 
 __all__ = ["MedsegPredictor", "SegPredictor", "SegInput"]
 
@@ -89,24 +89,16 @@ class MedsegPredictor(PredictorBase):
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> MedsegPredictor:
         """From a run folder written by ``sa-medseg train``."""
-        from shared_attention.engine import load_config
+        from shared_attention.engine.config import replace
 
-        from .config import SegConfig
+        from .config import MedsegConfig
         from .models import build_model
         from .task import input_multiple
 
-        run = read_run_folder(run_dir)
-        cfg = load_config(SegConfig, Path(run_dir) / "config.yaml")
-        cfg_model = cfg.model
-        if cfg_model.resnet_weights:  # the run's weights replace them; do not require the file
-            from shared_attention.engine.config import replace
+        def no_pretrained(cfg: Any) -> Any:  # the run's weights replace them: do not require the file
+            return replace(cfg, **{"model.resnet_weights": None}) if cfg.model.resnet_weights else cfg
 
-            cfg = replace(cfg, **{"model.resnet_weights": None})
-        model = build_model(cfg)
-        try:
-            model.load_state_dict(run.state_dict, strict=True)
-        except RuntimeError as exc:
-            raise ValueError(f"{run_dir}/model.safetensors does not match the config: {exc}") from exc
+        run, cfg, model = load_run_model(run_dir, MedsegConfig, build_model, cls.domain, no_pretrained)
         pred = cls(
             model,
             cfg.data.class_names,

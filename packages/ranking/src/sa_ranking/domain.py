@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,14 +143,7 @@ _ON_ERROR = arg(
 DOMAIN = Domain(
     name="ranking",
     summary="Hiformer / DCN-v2 / logistic-regression ranking on torchrec: train, evaluate, score, validate.",
-    package="sa_ranking",
-    config="sa_ranking.config:RankingConfig",
     build_model="sa_ranking.domain:build_model",
-    task="sa_ranking.task:RankingTask",
-    predictor="sa_ranking.predictor:RankingPredictor",
-    evaluate="sa_ranking.evaluate:evaluate",
-    predict="sa_ranking.domain:predict_one",
-    sample="sa_ranking.sample:main",
     checkpoint="dcp",
     train_runner="sa_ranking.train:run",
     load_predictor="sa_ranking.domain:load_predictor",
@@ -183,9 +175,7 @@ DOMAIN = Domain(
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``sa-ranking``."""
-    return DOMAIN.main(argv)
+main = DOMAIN.main  #: the ``sa-ranking`` console script
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol, cast
 import torch
 from torch import nn
 
-from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, read_run_folder
+from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, load_run_model
 
 from .schema import Schema
 
@@ -85,23 +85,15 @@ class RankingPredictor(PredictorBase):
         cls, run_dir: str | Path, device: str | torch.device = "cpu", prune: bool | None = None
     ) -> RankingPredictor:
         """Builds the model from ``config.yaml`` + ``schema.json`` and loads ``model.safetensors`` strictly."""
-        from shared_attention.engine import load_config
-
         from .config import RankingConfig
         from .models import build_model
 
-        run = read_run_folder(run_dir, "cpu")
         schema_path = Path(run_dir) / "schema.json"
         try:
             schema = Schema.from_dict(json.loads(schema_path.read_text(encoding="utf-8")), str(schema_path))
         except OSError as exc:
             raise FileNotFoundError(f"{schema_path}: missing (is {run_dir} a ranking run folder?)") from exc
-        cfg = load_config(RankingConfig, Path(run_dir) / "config.yaml")
-        model = build_model(schema, cfg.model)
-        try:
-            model.load_state_dict(run.state_dict, strict=True)
-        except RuntimeError as exc:
-            raise ValueError(f"{run.path / 'model.safetensors'}: does not match config.yaml: {exc}") from exc
+        run, cfg, model = load_run_model(run_dir, RankingConfig, lambda c: build_model(schema, c.model), cls.domain)
         pred = cls(model, schema, cfg.model.prune_serving if prune is None else prune, device=device)
         pred.run = run
         return pred

@@ -75,14 +75,6 @@ _OFFICIAL = (
 DOMAIN = Domain(
     name="restoration",
     summary="HAT super-resolution: train, evaluate, predict, convert official checkpoints, build the sample set.",
-    package="sa_restoration",
-    config="sa_restoration.config:RestorationConfig",
-    build_model="sa_restoration.models:build_model",
-    task="sa_restoration.task:RestorationTask",
-    predictor="sa_restoration.predictor:RestorationPredictor",
-    evaluate="sa_restoration.evaluate:evaluate",
-    predict="sa_restoration.domain:predict_one",
-    sample="sa_restoration.sample:main",
     convert="sa_restoration.domain:convert",
     official="sa_restoration.official:load_official",
     load_predictor="sa_restoration.domain:load_predictor",
@@ -109,9 +101,7 @@ DOMAIN = Domain(
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``sa-restoration``."""
-    return DOMAIN.main(argv)
+main = DOMAIN.main  #: the ``sa-restoration`` console script
 
 
 if __name__ == "__main__":

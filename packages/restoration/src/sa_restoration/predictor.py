@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, read_run_folder
+from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, load_run_model
 
 __all__ = ["RestorationPredictor", "SRPredictor", "load_weights_any", "self_ensemble"]
 
@@ -61,15 +61,31 @@ class RestorationPredictor(PredictorBase):
     model: nn.Module
     domain: ClassVar[str] = "restoration"
     io_spec: ClassVar[IOSpec] = IOSpec(
-        inputs=(FieldSpec("image", "image", ("image/png", "image/jpeg", "image/bmp", "image/tiff", "image/webp"),
-                          "(H, W, 3) RGB", "low-resolution image; grayscale/alpha/16-bit are converted",
-                          {"max_pixels": 16_000_000}),),
+        inputs=(
+            FieldSpec(
+                "image",
+                "image",
+                ("image/png", "image/jpeg", "image/bmp", "image/tiff", "image/webp"),
+                "(H, W, 3) RGB",
+                "low-resolution image; grayscale/alpha/16-bit are converted",
+                {"max_pixels": 16_000_000},
+            ),
+        ),
         outputs=(FieldSpec("image", "image", ("image/png",), "(sH, sW, 3) uint8 RGB", "super-resolved image"),),
     )
 
-    def __init__(self, model: nn.Module, upscale: int, window_size: int = 16, tile: int = 0, overlap: int = 32,
-                 ensemble: bool = False, device: str | torch.device = "cpu", max_pixels: int = 16_000_000,
-                 max_whole_pixels: int = 512 * 512) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        upscale: int,
+        window_size: int = 16,
+        tile: int = 0,
+        overlap: int = 32,
+        ensemble: bool = False,
+        device: str | torch.device = "cpu",
+        max_pixels: int = 16_000_000,
+        max_whole_pixels: int = 512 * 512,
+    ) -> None:
         self.model = model.eval().to(device)
         self.upscale = upscale
         self.window_size = window_size
@@ -83,26 +99,19 @@ class RestorationPredictor(PredictorBase):
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> RestorationPredictor:
         """From a run folder written by ``sa-restoration train``."""
-        from shared_attention.engine import load_config
-
         from .config import RestorationConfig
         from .models import build_model
 
-        run = read_run_folder(run_dir)
-        cfg = load_config(RestorationConfig, Path(run_dir) / "config.yaml")
-        model = build_model(cfg)
-        try:
-            model.load_state_dict(run.state_dict, strict=True)
-        except RuntimeError as exc:
-            raise ValueError(f"{run_dir}/model.safetensors does not match the config: {exc}") from exc
+        run, cfg, model = load_run_model(run_dir, RestorationConfig, build_model, cls.domain)
         ws = int(getattr(model, "window_size", 16))
         pred = cls(model, cfg.model.upscale, ws, device=device, **kwargs)
         pred.run = run
         return pred
 
     @classmethod
-    def from_official(cls, path: str | Path, variant: str = "hat", upscale: int = 4,
-                      device: str | torch.device = "cpu", **kwargs: Any) -> RestorationPredictor:
+    def from_official(
+        cls, path: str | Path, variant: str = "hat", upscale: int = 4, device: str | torch.device = "cpu", **kwargs: Any
+    ) -> RestorationPredictor:
         """From an official HAT ``.pth`` with a variant's constructor arguments."""
         from .models.hat import HAT_VARIANTS
         from .official import load_official
@@ -142,8 +151,9 @@ class RestorationPredictor(PredictorBase):
 
         def run(x: torch.Tensor) -> torch.Tensor:
             if tile and (x.shape[-2] > tile or x.shape[-1] > tile):
-                return tiled_forward(self.model, x, self.upscale, tile=tile, overlap=self.overlap,
-                                     align=self.window_size)
+                return tiled_forward(
+                    self.model, x, self.upscale, tile=tile, overlap=self.overlap, align=self.window_size
+                )
             return self.model(x)
 
         return self_ensemble(run, batch) if self.ensemble else run(batch)

@@ -98,14 +98,6 @@ def convert(sources: Sequence[str], kwargs: str | None = None) -> Converted:
 DOMAIN = Domain(
     name="speechsep",
     summary="MossFormer speech separation: train, evaluate, separate (predict), convert, sample.",
-    package="sa_speechsep",
-    config="sa_speechsep.config:SpeechsepConfig",
-    build_model="sa_speechsep.models:build_model",
-    task="sa_speechsep.task:SpeechsepTask",
-    predictor="sa_speechsep.predictor:SpeechsepPredictor",
-    evaluate="sa_speechsep.evaluate:evaluate",
-    predict="sa_speechsep.domain:predict_one",
-    sample="sa_speechsep.sample:main",
     convert="sa_speechsep.domain:convert",
     official="sa_speechsep.official:load_official",
     load_predictor="sa_speechsep.domain:load_predictor",
@@ -130,9 +122,7 @@ DOMAIN = Domain(
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``sa-speechsep``."""
-    return DOMAIN.main(argv)
+main = DOMAIN.main  #: the ``sa-speechsep`` console script
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, read_run_folder
+from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBase, load_run_model
 
 from .config import SepConfig
 
@@ -73,18 +73,10 @@ class SpeechsepPredictor(PredictorBase):
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> SpeechsepPredictor:
         """Reads ``config.yaml`` + ``model.safetensors`` of a speechsep run (or a converted official model)."""
-        from shared_attention.engine import ConfigError
-
-        from .config import load_sep_config
+        from .config import SpeechsepConfig
         from .models import build_model
 
-        run = read_run_folder(run_dir)
-        try:
-            cfg = load_sep_config(Path(run_dir) / "config.yaml")
-        except ConfigError as exc:
-            raise ValueError(f"{run_dir}: not a speechsep run: {exc}") from exc
-        model = build_model(cfg)
-        model.load_state_dict(run.state_dict, strict=True)
+        run, cfg, model = load_run_model(run_dir, SpeechsepConfig, build_model, cls.domain)
         pred = cls(model, cfg, device)
         pred.run = run
         return pred

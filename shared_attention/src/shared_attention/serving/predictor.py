@@ -97,8 +97,12 @@ class IOSpec:
 
         def one(f: FieldSpec) -> dict[str, Any]:
             return {
-                "name": f.name, "kind": f.kind, "media_types": list(f.media_types), "shape": f.shape,
-                "description": f.description, "constraints": dict(f.constraints),
+                "name": f.name,
+                "kind": f.kind,
+                "media_types": list(f.media_types),
+                "shape": f.shape,
+                "description": f.description,
+                "constraints": dict(f.constraints),
             }
 
         return {"inputs": [one(f) for f in self.inputs], "outputs": [one(f) for f in self.outputs], "view": self.view}
@@ -203,7 +207,7 @@ def load_run_model(
 
     run = read_run_folder(run_dir, device)
     found = run.metadata.get("task")
-    if domain is not None and found is not None and found != domain:
+    if domain is not None and found is not None and str(found).split("-")[0] != domain:
         raise ValueError(f"{run.path}: a {found!r} run folder, but this is the {domain!r} domain")
     try:
         cfg = load_config(config_cls, run.path / "config.yaml")

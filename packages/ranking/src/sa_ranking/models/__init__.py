@@ -24,7 +24,7 @@ from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTens
 from shared_attention.attention.heterogeneous import HeterogeneousAttention, PerTokenMlp, QueryIndex
 from shared_attention.layers.mlp import Mlp
 
-from .schema import Schema
+from ..schema import Schema
 
 __all__ = [
     "ModelConfig",
