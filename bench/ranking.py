@@ -11,9 +11,15 @@
     (10 tokens, d 16) and the criteo-hiformer config (29 tokens: 26 categorical + 2 dense + task), where the
     composite projections the low rank shrinks are (L d) x (L H d_k) matrices.
 
+(c) Frappe (the default quality table; real context-aware app-usage log, 10 categorical fields): the libfm
+    file in ``../shared/data/frappe`` split once, seeded, 80/10/10 into train / valid / test; Hiformer, DCN-v2, a
+    factorisation machine and logistic regression trained from their ``frappe-*`` configs (chosen on valid with
+    ``--sweep``), the weights of the best validation AUC scored on test; ``--frappe-seeds`` runs per model.
+    Goals: Hiformer >= LR + 0.02 and >= DCN-v2's and FM's means. Skipped, with the reason, when the file is absent.
+
 Writes bench/results/ranking.json and the table between the markers in BENCHMARKS.md.
 Usage: python bench/ranking.py [--minutes 10] [--epochs 2] [--seeds 4] [--skip-quality] [--skip-serving]
-       [--data data/rank-sample]
+       [--data data/rank-sample] [--frappe-source FILE] [--frappe-seeds 3] [--skip-frappe] [--sweep]
 """
 
 from __future__ import annotations
@@ -37,6 +43,30 @@ RESULTS = ROOT / "bench" / "results" / "ranking.json"
 DOC = ROOT / "BENCHMARKS.md"
 BEGIN, END = "<!-- ranking:begin -->", "<!-- ranking:end -->"
 ARCHS = (("hiformer", "Hiformer"), ("dcnv2", "DCN-v2"), ("lr", "logistic regression"))
+FRAPPE_ARCHS = (
+    ("hiformer", "Hiformer"),
+    ("dcnv2", "DCN-v2"),
+    ("fm", "factorisation machine"),
+    ("lr", "logistic regression"),
+)
+FRAPPE_SOURCE = ROOT.parent / "shared" / "data" / "frappe" / "frappe.validation.libfm"
+#: settings tried on the Frappe validation part per model (--sweep); the configs hold the winners
+FRAPPE_GRID: dict[str, list[list[str]]] = {
+    "lr": [[f"train.optim.lr={lr}", f"train.sparse_lr={slr}"] for lr in (1e-3, 1e-2) for slr in (0.05, 0.2)],
+    "fm": [[f"model.embedding_dim={d}", f"train.sparse_lr={slr}"] for d in (8, 16, 32) for slr in (0.05, 0.2)],
+    "dcnv2": [
+        [f"model.embedding_dim={d}", f"model.mlp_dims={m}", f"model.dropout={p}"]
+        for d in (16, 32)
+        for m in ("[64]", "[256,128]")
+        for p in (0.0, 0.2)
+    ],
+    "hiformer": [
+        [f"model.embedding_dim={d}", f"model.num_layers={n}", f"model.dropout={p}"]
+        for d in (16, 32)
+        for n in (1, 2)
+        for p in (0.0, 0.2)
+    ],
+}
 
 
 def _train_eval(
@@ -188,6 +218,102 @@ def bench_reference(data: Path) -> dict[str, Any]:
     return out
 
 
+def _frappe_split(source: Path, split: Path) -> dict[str, Path] | None:
+    """The seeded 80/10/10 parts of the Frappe libfm file (made once); ``None`` (with the reason) when absent."""
+    from sa_ranking.split import split_rows
+
+    if not source.is_file():
+        print(f"frappe: skipped: {source} is absent (read ../shared/data/README.md)", flush=True)
+        return None
+    parts = {p: split / f"{p}.libfm" for p in ("train", "valid", "test")}
+    if not all(p.is_file() for p in parts.values()):
+        parts = split_rows(source, split, (0.8, 0.1, 0.1), seed=0)
+    return parts
+
+
+def _frappe_run(
+    parts: dict[str, Path], arch: str, run_dir: Path, seed: int, threads: int, minutes: float, extra: list[str]
+) -> dict[str, Any]:
+    """Trains ``frappe-<arch>`` (valid chooses the served weights), scores test; returns both AUCs."""
+    import shutil
+
+    from sa_ranking.evaluate import evaluate_run
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    t0 = time.time()
+    cmd = [
+        sys.executable, "-m", "sa_ranking.domain", "train", "--config", f"frappe-{arch}",
+        f"train.run_dir={run_dir}", f"train.seed={seed}", f"train.max_minutes={minutes}", "train.progress=false",
+        "train.tensorboard=false", f"train.num_threads={threads}",
+        f"data.train={parts['train']}", f"data.valid={parts['valid']}", *extra,
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    train_s = time.time() - t0
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    out: dict[str, Any] = {
+        "seed": seed,
+        "settings": extra,
+        "valid_auc": meta["result"]["best_value"],
+        "best_step": meta["result"]["best_step"],
+        "steps": meta["result"]["step"],
+        "train_minutes": train_s / 60,
+    }
+    if extra == []:  # the test part is read only for the configs' own settings, never during the sweep
+        ev = evaluate_run(run_dir, parts["test"])
+        out.update(auc=ev["auc"], logloss=ev["logloss"], rows=ev["rows"])
+    return out
+
+
+def bench_frappe_sweep(source: Path, split: Path, runs: Path, threads: int, minutes: float) -> dict[str, Any] | None:
+    """Validation AUC of every setting in :data:`FRAPPE_GRID` (seed 0); the test part is not read."""
+    parts = _frappe_split(source, split)
+    if parts is None:
+        return None
+    out: dict[str, Any] = {}
+    for arch, name in FRAPPE_ARCHS:
+        rows = []
+        for k, extra in enumerate(FRAPPE_GRID[arch]):
+            print(f"  sweep {name} {extra} ...", flush=True)
+            rows.append(_frappe_run(parts, arch, runs / f"sweep-{arch}-{k}", 0, threads, minutes, extra))
+        best = max(rows, key=lambda r: r["valid_auc"])
+        out[arch] = {"name": name, "runs": rows, "best": best["settings"], "best_valid_auc": best["valid_auc"]}
+        print(f"  {name}: best on valid {best['valid_auc']:.4f} with {best['settings']}", flush=True)
+    return out
+
+
+def bench_frappe(
+    source: Path, split: Path, runs: Path, seeds: int, threads: int, minutes: float
+) -> dict[str, Any] | None:
+    """Every model's config trained ``seeds`` times; test AUC / LogLoss mean +- std (valid chose the weights)."""
+    parts = _frappe_split(source, split)
+    if parts is None:
+        return None
+    out: dict[str, Any] = {"source": str(source), "seeds": seeds, "models": {}}
+    for arch, name in FRAPPE_ARCHS:
+        per_seed = []
+        for seed in range(seeds):
+            print(f"  frappe {name} (seed {seed}) ...", flush=True)
+            per_seed.append(_frappe_run(parts, arch, runs / f"frappe-{arch}-seed{seed}", seed, threads, minutes, []))
+        aucs = np.array([r["auc"] for r in per_seed])
+        losses = np.array([r["logloss"] for r in per_seed])
+        out["models"][arch] = {
+            "name": name,
+            "auc": float(aucs.mean()),
+            "auc_std": float(aucs.std(ddof=1)) if seeds > 1 else 0.0,
+            "logloss": float(losses.mean()),
+            "logloss_std": float(losses.std(ddof=1)) if seeds > 1 else 0.0,
+            "valid_auc": float(np.mean([r["valid_auc"] for r in per_seed])),
+            "test_rows": per_seed[0]["rows"],
+            "train_minutes": float(np.mean([r["train_minutes"] for r in per_seed])),
+            "per_seed": per_seed,
+        }
+    m = out["models"]
+    out["hiformer_minus_lr_auc"] = m["hiformer"]["auc"] - m["lr"]["auc"]
+    out["hiformer_minus_dcnv2_auc"] = m["hiformer"]["auc"] - m["dcnv2"]["auc"]
+    out["hiformer_minus_fm_auc"] = m["hiformer"]["auc"] - m["fm"]["auc"]
+    return out
+
+
 def _latencies(fn: Any, repeat: int) -> list[float]:
     for _ in range(3):
         fn()
@@ -247,12 +373,28 @@ def _criteo_request(candidates: int) -> tuple[Any, Any, Any]:
     return schema, cfg, b.build().batch()
 
 
+def _frappe_request(candidates: int) -> tuple[Any, Any, Any]:
+    """One Frappe request (one user in one context, many apps) with the frappe-hiformer config."""
+    from sa_ranking.config import load_ranking_config
+    from sa_ranking.data import TableBuilder
+    from sa_ranking.schema import frappe_schema
+
+    cfg = load_ranking_config("frappe-hiformer").model
+    schema = frappe_schema()
+    rng = np.random.default_rng(0)
+    b = TableBuilder(schema)
+    for _ in range(candidates):
+        b.add(0.0, [], [[17], [int(rng.integers(4082))], [2], [5], [1], [0], [0], [3], [40], [100]])
+    return schema, cfg, b.build().batch()
+
+
 def bench_serving(setting: str, candidates: int, repeat: int, threads: int) -> dict[str, Any]:
     from sa_ranking.models import Hiformer
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    schema, cfg, batch = (_criteo_request if setting == "criteo" else _rank_sample_request)(candidates)
+    request = {"criteo": _criteo_request, "frappe": _frappe_request}.get(setting, _rank_sample_request)
+    schema, cfg, batch = request(candidates)
     torch.manual_seed(0)
     low = Hiformer(schema, cfg).eval()
     full = Hiformer(schema, replace(cfg, key_rank=None, value_rank=None)).eval()
@@ -308,6 +450,39 @@ def bench_serving(setting: str, candidates: int, repeat: int, threads: int) -> d
 
 def render(res: dict[str, Any]) -> str:
     lines = [f"Measured {res['date']} on this machine ({res['threads']} torch threads, torch {res['torch']}).", ""]
+    f = res.get("frappe")
+    if f:
+        lines += [
+            f"Quality: **Frappe** (real app-usage log, 10 categorical fields; the {f['models']['lr']['test_rows']} "
+            f"test rows of a seeded 80/10/10 split of {Path(f['source']).name}); each model's `frappe-*` config "
+            f"(settings chosen on valid), the weights of the best validation AUC scored on test; mean +- std over "
+            f"{f['seeds']} seeds:",
+            "",
+            "| model | train min | valid AUC | test AUC | test LogLoss | test AUC per seed |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m in f["models"].values():
+            per = ", ".join(f"{r['auc']:.4f}" for r in m["per_seed"])
+            lines.append(
+                f"| {m['name']} | {m['train_minutes']:.1f} | {m['valid_auc']:.4f} | {m['auc']:.4f} +- "
+                f"{m['auc_std']:.4f} | {m['logloss']:.4f} +- {m['logloss_std']:.4f} | {per} |"
+            )
+        lines += [
+            "",
+            f"Hiformer - LR: **{f['hiformer_minus_lr_auc']:+.4f} AUC** (goal >= +0.02); Hiformer - DCN-v2: "
+            f"**{f['hiformer_minus_dcnv2_auc']:+.4f}**, Hiformer - FM: **{f['hiformer_minus_fm_auc']:+.4f}** "
+            "(goals >= 0).",
+            "",
+        ]
+    sw = res.get("frappe_sweep")
+    if sw:
+        lines += ["Settings chosen on the Frappe validation part (seed 0; the test part is not read):", ""]
+        for m in sw.values():
+            lines.append(
+                f"- {m['name']}: best valid AUC {m['best_valid_auc']:.4f} of {len(m['runs'])} settings "
+                f"with `{' '.join(m['best']) or 'config defaults'}`"
+            )
+        lines.append("")
     q = res.get("quality")
     if q:
         lines += [
@@ -343,7 +518,11 @@ def render(res: dict[str, Any]) -> str:
             f"**{gb}**.",
             "",
         ]
-    for key, title in (("serving", "rank-sample config"), ("serving_criteo", "Criteo config")):
+    for key, title in (
+        ("serving_frappe", "Frappe config"),
+        ("serving", "rank-sample config"),
+        ("serving_criteo", "Criteo config"),
+    ):
         s = res.get(key)
         if not s:
             continue
@@ -384,6 +563,12 @@ def main() -> None:
     ap.add_argument("--skip-serving", action="store_true", help="keep the serving results of the last run")
     ap.add_argument("--data", default=str(ROOT / "data" / "rank-sample"))
     ap.add_argument("--runs", default=str(ROOT / "runs" / "bench" / "ranking"))
+    ap.add_argument("--frappe-source", default=str(FRAPPE_SOURCE), help="Frappe libfm file (../shared/data/frappe)")
+    ap.add_argument("--frappe-split", default=str(ROOT / "data" / "frappe"), help="where its parts are written")
+    ap.add_argument("--frappe-seeds", type=int, default=3)
+    ap.add_argument("--frappe-minutes", type=float, default=10.0, help="training budget per Frappe run")
+    ap.add_argument("--skip-frappe", action="store_true", help="keep the Frappe results of the last run")
+    ap.add_argument("--sweep", action="store_true", help="re-run the Frappe settings sweep on the validation part")
     args = ap.parse_args()
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     res: dict[str, Any] = {
@@ -393,9 +578,18 @@ def main() -> None:
     }
     if RESULTS.exists():  # keep the other part when only one is re-measured
         old = json.loads(RESULTS.read_text())
-        res.update({k: v for k, v in old.items() if k in ("quality", "serving", "serving_criteo", "reference")})
+        keep = ("quality", "serving", "serving_criteo", "serving_frappe", "reference", "frappe", "frappe_sweep")
+        res.update({k: v for k, v in old.items() if k in keep})
+    src, split, runs = Path(args.frappe_source), Path(args.frappe_split), Path(args.runs)
+    if args.sweep:
+        print("frappe sweep (validation part only) ...", flush=True)
+        res["frappe_sweep"] = bench_frappe_sweep(src, split, runs, args.threads, args.frappe_minutes)
+    if not args.skip_frappe:
+        print(f"frappe ({args.frappe_seeds} seeds per model) ...", flush=True)
+        res["frappe"] = bench_frappe(src, split, runs, args.frappe_seeds, args.threads, args.frappe_minutes)
     if not args.skip_serving:
         print("serving ...", flush=True)
+        res["serving_frappe"] = bench_serving("frappe", args.candidates, args.repeat, args.serve_threads)
         res["serving"] = bench_serving("rank-sample", args.candidates, args.repeat, args.serve_threads)
         res["serving_criteo"] = bench_serving("criteo", args.candidates, args.repeat, args.serve_threads)
     if not args.skip_reference:

@@ -37,6 +37,7 @@ __all__ = [
     "iter_csv",
     "iter_parquet",
     "iter_json_lines",
+    "iter_libfm",
     "iter_table",
     "load_table",
     "OnError",
@@ -133,11 +134,20 @@ def _sparse_ids(f: SparseField, cell: Any) -> list[int]:
     return [_one_id(f, cell)]
 
 
-def _label_value(cell: Any, name: str) -> float:
+def _label_value(cell: Any, name: str, rule: str = "binary") -> float:
+    """A label cell by the schema's ``label_rule``: ``binary`` 0 / 1, ``sign`` 1 vs -1 / 0, ``positive`` count > 0."""
     try:
         y = float(cell)
     except (TypeError, ValueError):
         raise _BadCellError(f"column {name!r}: label {cell!r} is not a number") from None
+    if rule == "positive":
+        if not math.isfinite(y) or y < 0:
+            raise _BadCellError(f"column {name!r}: count {cell!r} is not a non-negative number")
+        return 1.0 if y > 0 else 0.0
+    if rule == "sign":
+        if y not in (1.0, 0.0, -1.0):
+            raise _BadCellError(f"column {name!r}: label {cell!r} is not 1, 0 or -1")
+        return 1.0 if y > 0 else 0.0
     if y not in (0.0, 1.0):
         raise _BadCellError(f"column {name!r}: label {cell!r} is not 0 or 1")
     return y
@@ -158,7 +168,7 @@ class RowParser:
     ) -> tuple[float, list[float], list[list[int]]]:
         """Cells in schema order; raises :class:`DataError` prefixed with ``where`` (``file:line``)."""
         try:
-            y = _label_value(label, self.schema.label) if self.with_label else 0.0
+            y = _label_value(label, self.schema.label, self.schema.label_rule) if self.with_label else 0.0
             d = [_dense_value(f, c) for f, c in zip(self.schema.dense, dense)]
             s = [_sparse_ids(f, c) for f, c in zip(self.schema.sparse, sparse)]
         except _BadCellError as exc:
@@ -349,9 +359,11 @@ def iter_csv(
     report: ReadReport | None = None,
     chunk_rows: int = 65536,
     with_label: bool = True,
-    delimiter: str = ",",
+    delimiter: str | None = None,
 ) -> Iterator[RankingTable]:
-    """Streams a CSV file with a header row; columns are found by the schema's names."""
+    """Streams a CSV file with a header row; columns are found by the schema's names (separator: ``delimiter``,
+    default the schema's, e.g. a tab for Frappe's original log)."""
+    delimiter = delimiter or schema.delimiter
     path = Path(path)
     report = report if report is not None else ReadReport()
     parser = RowParser(schema, with_label)
@@ -445,6 +457,80 @@ def iter_json_lines(
     yield from _chunked(rows(), parse, schema, on_error, report, chunk_rows)
 
 
+def iter_libfm(
+    path: str | Path,
+    schema: Schema,
+    on_error: OnError = "reject",
+    report: ReadReport | None = None,
+    chunk_rows: int = 65536,
+    with_label: bool = True,
+) -> Iterator[RankingTable]:
+    """Streams libfm / libsvm rows ``label idx:val idx:val ...`` (``.gz`` allowed).
+
+    Labels ``1`` / ``-1`` and ``1`` / ``0`` both read as 1 / 0. Features are one-hot (``val`` must be 1) and map
+    to the schema's sparse fields either by **index range** (every sparse field has ``index_range: [lo, hi)``;
+    the local id is ``idx - lo``; the built-in ``frappe`` schema) or by **position** (the k-th token belongs to
+    the k-th sparse field; the id is ``idx`` modulo the table size). Dense columns are not supported here.
+    """
+    path = Path(path)
+    report = report if report is not None else ReadReport()
+    if schema.dense:
+        raise ValueError(f"{path}: libfm rows carry one-hot sparse features only; the schema has dense columns")
+    fields = schema.sparse
+    by_range = all(f.index_range is not None for f in fields)
+    bounds = sorted((f.index_range[0], f.index_range[1], k) for k, f in enumerate(fields) if f.index_range)
+
+    def field_of(idx: int) -> int | None:
+        for lo, hi, k in bounds:
+            if lo <= idx < hi:
+                return k
+        return None
+
+    def rows() -> Iterator[tuple[str, list[str]]]:
+        with _open_text(path) as fh:
+            for i, line in enumerate(fh, 1):
+                tokens = line.split()
+                if tokens:
+                    yield f"{path}:{i}", tokens
+
+    def parse(tokens: list[str], where: str) -> tuple[float, list[float], list[list[int]]]:
+        try:  # both libfm conventions: 1 / -1 and 1 / 0
+            y = _label_value(tokens[0], "label", "sign") if with_label else 0.0
+        except _BadCellError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        feats = tokens[1:] if with_label else tokens
+        ids: list[list[int]] = [[] for _ in fields]
+        if not by_range and len(feats) != len(fields):
+            raise DataError(f"{where}: {len(feats)} features, the schema has {len(fields)} fields (by position)")
+        for pos, tok in enumerate(feats):
+            idx_s, sep, val_s = tok.partition(":")
+            try:
+                idx, val = int(idx_s), float(val_s) if sep else 1.0
+            except ValueError:
+                raise DataError(f"{where}: feature {tok!r} is not idx:value") from None
+            if idx < 0:
+                raise DataError(f"{where}: negative feature index {idx}")
+            if val != 1.0:
+                raise DataError(f"{where}: feature {tok!r}: only one-hot (value 1) features are supported")
+            if by_range:
+                k = field_of(idx)
+                if k is None:
+                    raise DataError(f"{where}: feature index {idx} lies in no field's index_range")
+                lo = fields[k].index_range[0]  # type: ignore[index]
+                ids[k].append(idx - lo)
+            else:
+                k = pos
+                ids[k].append(idx % fields[k].num_embeddings)
+        for f, got in zip(fields, ids):
+            if not got:
+                raise DataError(f"{where}: no id for field {f.name!r}")
+            if len(got) > 1 and not f.multi_hot:
+                raise DataError(f"{where}: {len(got)} ids for the single-valued field {f.name!r}")
+        return y, [], ids
+
+    yield from _chunked(rows(), parse, schema, on_error, report, chunk_rows)
+
+
 def iter_table(
     path: str | Path,
     schema: Schema,
@@ -453,7 +539,8 @@ def iter_table(
     chunk_rows: int = 65536,
     with_label: bool = True,
 ) -> Iterator[RankingTable]:
-    """Picks the reader by suffix: ``.parquet``, ``.csv(.gz)``, ``.jsonl``, else Criteo-style TSV (``.tsv``,
+    """Picks the reader by suffix: ``.parquet``, ``.csv(.gz)`` (header row, the schema's delimiter), ``.jsonl``,
+    ``.libfm`` / ``.libsvm`` / ``.svm`` (``label idx:val ...``), else Criteo-style positional TSV (``.tsv``,
     ``.txt``, ``.gz`` day files)."""
     p = Path(path)
     if not p.is_file():
@@ -464,6 +551,8 @@ def iter_table(
         return iter_parquet(p, schema, on_error, report, chunk_rows, with_label)
     if kind == ".csv":
         return iter_csv(p, schema, on_error, report, chunk_rows, with_label)
+    if kind in (".libfm", ".libsvm", ".svm"):
+        return iter_libfm(p, schema, on_error, report, chunk_rows, with_label)
     if kind == ".jsonl":
         fh = _open_text(p)
         return iter_json_lines(fh, schema, on_error, report, chunk_rows, with_label, str(p))

@@ -8,6 +8,9 @@ Examples::
     sa-ranking evaluate --run runs/ranking/hiformer --baseline runs/ranking/lr
     sa-ranking predict data/rank-sample/candidates.jsonl --run runs/ranking/hiformer -o scores.jsonl
     sa-ranking validate day_0.gz --schema criteo --on-error skip   # check a data file, report bad rows
+    sa-ranking split ../shared/data/frappe/frappe.validation.libfm data/frappe   # seeded 80/10/10 split
+    sa-ranking train --config frappe-hiformer                      # Frappe: chosen on valid, tested on test
+    sa-ranking evaluate --run runs/ranking/frappe-hiformer --data data/frappe/test.libfm
 """
 
 from __future__ import annotations
@@ -118,6 +121,17 @@ def predict_one(pred: Any, path: Path, out: Path | None, options: dict[str, Any]
     return ""
 
 
+def split(ns: argparse.Namespace) -> int:
+    """``sa-ranking split``: writes the seeded train / valid / test parts of a data file."""
+    from .split import split_rows
+
+    parts = split_rows(ns.path, ns.out, ns.fractions, ns.seed)
+    for part, path in parts.items():
+        n = sum(1 for line in path.open(encoding="utf-8") if line.strip())
+        print(f"{part}: {path} ({n} lines)")
+    return 0
+
+
 def validate(ns: argparse.Namespace) -> int:
     """``sa-ranking validate``: reads a data file with a schema and reports bad rows with line numbers."""
     from .data import ReadReport, iter_table
@@ -159,6 +173,16 @@ DOMAIN = Domain(
         ),
     },
     commands={
+        "split": Command(
+            help="seeded random train / valid / test split of a data file (libfm, CSV, TSV, JSON lines)",
+            run="sa_ranking.domain:split",
+            arguments=(
+                arg("path", help="the data file, e.g. ../shared/data/frappe/frappe.validation.libfm"),
+                arg("out", help="output folder (train / valid / test files with the source's suffix)"),
+                arg("--fractions", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VALID", "TEST")),
+                arg("--seed", type=int, default=0),
+            ),
+        ),
         "validate": Command(
             help="read a data file with a schema and report bad rows with line numbers",
             run="sa_ranking.domain:validate",
@@ -168,7 +192,7 @@ DOMAIN = Domain(
                 arg("--on-error", choices=("reject", "skip"), default="skip"),
                 arg("--no-label", action="store_true"),
             ),
-        )
+        ),
     },
     on_start="sa_ranking.domain:quiet_third_party",
     examples=__doc__.split("\n\n", 1)[1] if __doc__ else "",

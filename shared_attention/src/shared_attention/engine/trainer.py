@@ -738,6 +738,7 @@ class _Trainer:
                 {
                     "result": {
                         "step": self.step,
+                        "max_steps": cfg.max_steps,
                         "best_step": self.best_step,
                         "best_value": self.best_value,
                         "monitor": cfg.monitor,

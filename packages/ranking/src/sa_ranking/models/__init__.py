@@ -28,6 +28,7 @@ from ..schema import Schema
 
 __all__ = [
     "ModelConfig",
+    "FactorizationMachine",
     "Hiformer",
     "HiformerEncoder",
     "HiformerLayer",
@@ -38,7 +39,7 @@ __all__ = [
     "FeatureDropout",
 ]
 
-Arch = Literal["hiformer", "dcnv2", "lr"]
+Arch = Literal["hiformer", "dcnv2", "lr", "fm"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class ModelConfig:
     """Which ranking model to build.
 
     Attributes:
-        arch: ``hiformer``, ``dcnv2`` or ``lr`` (logistic regression).
+        arch: ``hiformer``, ``dcnv2``, ``lr`` (logistic regression) or ``fm`` (factorisation machine).
         embedding_dim: width of every sparse embedding (and of Hiformer tokens).
         num_layers / num_heads / head_dim: Hiformer layers, heads and per-head width.
         key_rank / value_rank: ranks of the composite key/value projections (``null``: full rank).
@@ -304,7 +305,50 @@ class LogisticRegression(nn.Module):
         return logit
 
 
-MODELS: dict[str, type[nn.Module]] = {"hiformer": Hiformer, "dcnv2": DCNv2, "lr": LogisticRegression}
+class FactorizationMachine(nn.Module):
+    """Factorisation machine (Rendle 2010): ``bias + sum_i w_i + sum_{i<j} <v_i, v_j>`` over the sparse fields,
+    plus a linear term for dense columns.
+
+    One embedding table per field holds ``[w | v]``: the first 4 columns sum to the first-order weight ``w``
+    (fbgemm's kernels need widths divisible by 4, as in :class:`LogisticRegression`), the other
+    ``embedding_dim`` columns are the factor ``v``. The pairwise term uses the identity
+    ``sum_{i<j} <v_i, v_j> = 0.5 * (|sum_i v_i|^2 - sum_i |v_i|^2)`` (per factor dimension), linear in the fields.
+
+    Note: at ``v = 0`` the pairwise term has zero gradient, so the factors need a non-zero start
+    (``model.embedding_init_scale > 0``; the Frappe config uses 0.01).
+    """
+
+    first_order_width = 4
+
+    def __init__(self, schema: Schema, cfg: ModelConfig, device: torch.device | str | None = None) -> None:
+        super().__init__()
+        if cfg.embedding_init_scale == 0:
+            raise ValueError("model.arch=fm needs model.embedding_init_scale > 0 (zero factors never train)")
+        self.dim = cfg.embedding_dim
+        self.num_sparse = len(schema.sparse)
+        self.ebc = make_ebc(schema, self.first_order_width + self.dim, device, cfg.embedding_init_scale)
+        self.feature_dropout = FeatureDropout(schema, cfg.feature_dropout, self.first_order_width + self.dim)
+        self.linear = nn.Linear(len(schema.dense), 1) if schema.dense else None
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, dense: Tensor, sparse: KeyedJaggedTensor) -> Tensor:
+        emb = self.feature_dropout(self.ebc(sparse).values())  # (B, S (4 + d))
+        e = emb.reshape(emb.shape[0], self.num_sparse, self.first_order_width + self.dim)  # (B, S, 4 + d)
+        first = e[..., : self.first_order_width].sum(dim=(1, 2))  # (B,)
+        v = e[..., self.first_order_width :]  # (B, S, d)
+        pairwise = 0.5 * (v.sum(1).square() - v.square().sum(1)).sum(-1)  # (B,)
+        logit = self.bias + first + pairwise
+        if self.linear is not None:
+            logit = logit + self.linear(dense).squeeze(-1)
+        return logit
+
+
+MODELS: dict[str, type[nn.Module]] = {
+    "hiformer": Hiformer,
+    "dcnv2": DCNv2,
+    "lr": LogisticRegression,
+    "fm": FactorizationMachine,
+}
 
 
 def build_model(schema: Schema, cfg: ModelConfig, device: torch.device | str | None = None) -> nn.Module:
