@@ -31,8 +31,8 @@ def quiet_third_party() -> None:
     import warnings
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("torchrec", "root", "fbgemm_gpu", "torch.distributed"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("torchrec", "fbgemm_gpu", "torch.distributed", "torch.fx"):  # planner / tracing chatter
+        logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("sa_ranking").setLevel(logging.INFO)
     logging.getLogger("shared_attention").setLevel(logging.INFO)

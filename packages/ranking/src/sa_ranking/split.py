@@ -61,7 +61,7 @@ def split_rows(
     cuts = {"train": order[:n_train], "valid": order[n_train : n_train + n_valid], "test": order[n_train + n_valid :]}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(suffixes) or ".txt"
+    suffix = suffixes[-1] if suffixes else ".txt"  # frappe.validation.libfm -> train.libfm (uncompressed)
     written: dict[str, Path] = {}
     from shared_attention.engine.checkpoint import atomic_write_text
 
