@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -209,7 +209,7 @@ class PointerPredictor(PredictorBase):
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> PointerPredictor:
         """Reads ``config.yaml`` + ``model.safetensors`` of a toy run."""
         run, cfg, model = load_run_model(run_dir, ToyConfig, build_model, cls.domain)
-        pred = cls(model.to(device), cfg, torch.device(device))
+        pred = cls(cast(PointerTransformer, model.to(device)), cfg, torch.device(device))
         pred.run = run
         return pred
 

@@ -103,7 +103,6 @@ DOMAIN = Domain(
     convert="sa_anomaly.domain:convert",
     official="sa_anomaly.official:assemble_official",
     prepare_config="sa_anomaly.domain:prepare_config",
-    default_config="cpu",
     predict_suffixes=(".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"),
     flag_aliases={"--data": ("--data-root",)},
     arguments={

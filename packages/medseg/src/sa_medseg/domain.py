@@ -99,7 +99,6 @@ DOMAIN = Domain(
     convert="sa_medseg.domain:convert",
     official="sa_medseg.official:load_official_vmunet",
     load_predictor="sa_medseg.domain:load_predictor",
-    default_config="cpu",
     predict_suffixes=(".nii", ".nii.gz", ".png"),
     flag_aliases={"--data": ("--dir",)},
     arguments={

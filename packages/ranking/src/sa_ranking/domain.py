@@ -161,7 +161,6 @@ DOMAIN = Domain(
     checkpoint="dcp",
     train_runner="sa_ranking.train:run",
     load_predictor="sa_ranking.domain:load_predictor",
-    default_config="cpu",
     predict_needs_out=False,
     aliases={"score": "predict"},
     arguments={

@@ -78,7 +78,6 @@ DOMAIN = Domain(
     convert="sa_restoration.domain:convert",
     official="sa_restoration.official:load_official",
     load_predictor="sa_restoration.domain:load_predictor",
-    default_config="cpu",
     predict_suffixes=(".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"),
     arguments={
         "train": (

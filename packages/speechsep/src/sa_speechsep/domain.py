@@ -101,7 +101,6 @@ DOMAIN = Domain(
     convert="sa_speechsep.domain:convert",
     official="sa_speechsep.official:load_official",
     load_predictor="sa_speechsep.domain:load_predictor",
-    default_config="cpu",
     predict_suffixes=(".wav", ".flac", ".ogg", ".mp3"),
     aliases={"separate": "predict"},
     arguments={
