@@ -110,6 +110,15 @@ def _train_eval(
     }
 
 
+def _seed_summary(per_seed: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean and sample std over seeds of test AUC and LogLoss (std 0 for one seed)."""
+    out: dict[str, float] = {}
+    for key in ("auc", "logloss"):
+        v = np.array([r[key] for r in per_seed])
+        out[key], out[f"{key}_std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return out
+
+
 def _ensure_sample(data: Path) -> None:
     """Builds the rank-sample set at ``data`` when it is missing."""
     if not (data / "train.csv").is_file():
@@ -131,15 +140,10 @@ def bench_quality(data: Path, epochs: int, minutes: float, runs: Path, threads: 
         for seed in range(seeds):
             print(f"  training {name} (seed {seed}) ...", flush=True)
             per_seed.append(_train_eval(data, arch, runs / f"{arch}-seed{seed}", epochs, minutes, threads, seed))
-        aucs = np.array([r["auc"] for r in per_seed])
-        losses = np.array([r["logloss"] for r in per_seed])
         first = per_seed[0]
         out["models"][arch] = {
             "name": name,
-            "auc": float(aucs.mean()),
-            "auc_std": float(aucs.std(ddof=1)) if seeds > 1 else 0.0,
-            "logloss": float(losses.mean()),
-            "logloss_std": float(losses.std(ddof=1)) if seeds > 1 else 0.0,
+            **_seed_summary(per_seed),
             "rows": first["rows"],
             "steps": first["steps"],
             "max_steps": first["max_steps"],
@@ -302,14 +306,9 @@ def bench_frappe(
         for seed in range(seeds):
             print(f"  frappe {name} (seed {seed}) ...", flush=True)
             per_seed.append(_frappe_run(parts, arch, runs / f"frappe-{arch}-seed{seed}", seed, threads, minutes, []))
-        aucs = np.array([r["auc"] for r in per_seed])
-        losses = np.array([r["logloss"] for r in per_seed])
         out["models"][arch] = {
             "name": name,
-            "auc": float(aucs.mean()),
-            "auc_std": float(aucs.std(ddof=1)) if seeds > 1 else 0.0,
-            "logloss": float(losses.mean()),
-            "logloss_std": float(losses.std(ddof=1)) if seeds > 1 else 0.0,
+            **_seed_summary(per_seed),
             "valid_auc": float(np.mean([r["valid_auc"] for r in per_seed])),
             "test_rows": per_seed[0]["rows"],
             "train_minutes": float(np.mean([r["train_minutes"] for r in per_seed])),

@@ -291,6 +291,15 @@ def _open_text(path: Path) -> IO[str]:
     return path.open("r", encoding="utf-8", newline="")
 
 
+def _numbered_lines(path: Path) -> Iterator[tuple[str, str]]:
+    """``("file:line", line)`` of a text file (``.gz`` allowed), line ends stripped, empty lines skipped."""
+    with _open_text(path) as fh:
+        for i, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if line:
+                yield f"{path}:{i}", line
+
+
 def _chunked(
     rows: Iterable[tuple[str, Any]],
     parse: Any,
@@ -336,12 +345,8 @@ def iter_criteo_tsv(
     ncols = int(with_label) + nd + ns
 
     def rows() -> Iterator[tuple[str, list[str]]]:
-        with _open_text(path) as fh:
-            for i, line in enumerate(fh, 1):
-                line = line.rstrip("\r\n")
-                if line == "":
-                    continue
-                yield f"{path}:{i}", line.split("\t")
+        for where, line in _numbered_lines(path):
+            yield where, line.split("\t")
 
     def parse(cells: list[str], where: str) -> tuple[float, list[float], list[list[int]]]:
         if len(cells) != ncols:
@@ -487,11 +492,10 @@ def iter_libfm(
         return None
 
     def rows() -> Iterator[tuple[str, list[str]]]:
-        with _open_text(path) as fh:
-            for i, line in enumerate(fh, 1):
-                tokens = line.split()
-                if tokens:
-                    yield f"{path}:{i}", tokens
+        for where, line in _numbered_lines(path):
+            tokens = line.split()
+            if tokens:  # whitespace-only lines carry no row
+                yield where, tokens
 
     def parse(tokens: list[str], where: str) -> tuple[float, list[float], list[list[int]]]:
         try:  # both libfm conventions: 1 / -1 and 1 / 0

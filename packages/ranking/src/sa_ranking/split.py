@@ -7,23 +7,18 @@ chosen on ``valid`` only, never on ``test``.
 
 from __future__ import annotations
 
-import gzip
-import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
 
 import numpy as np
+
+from shared_attention.engine.checkpoint import atomic_write_text
+
+from .data import _open_text
 
 __all__ = ["PARTS", "split_rows"]
 
 PARTS = ("train", "valid", "test")
-
-
-def _open(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open(encoding="utf-8", newline="")
 
 
 def split_rows(
@@ -46,7 +41,7 @@ def split_rows(
         raise FileNotFoundError(f"{src}: no such data file")
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"fractions must be three non-negative shares summing to 1, got {list(fractions)}")
-    with _open(src) as fh:
+    with _open_text(src) as fh:
         lines = [line if line.endswith("\n") else line + "\n" for line in fh if line.strip()]
     suffixes = [s for s in src.suffixes if s != ".gz"]
     header = ""
@@ -63,8 +58,6 @@ def split_rows(
     out.mkdir(parents=True, exist_ok=True)
     suffix = suffixes[-1] if suffixes else ".txt"  # frappe.validation.libfm -> train.libfm (uncompressed)
     written: dict[str, Path] = {}
-    from shared_attention.engine.checkpoint import atomic_write_text
-
     for part in PARTS:
         rows = np.sort(cuts[part])  # the source's order inside each part
         written[part] = atomic_write_text(out / f"{part}{suffix}", header + "".join(lines[i] for i in rows))
