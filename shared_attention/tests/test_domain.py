@@ -132,3 +132,26 @@ def test_run_folder_of_another_domain_is_named(tmp_path: Path) -> None:
     save_weights(tmp_path / "model.safetensors", {"x": torch.zeros(1)})
     with pytest.raises(ValueError, match="model.safetensors: does not match its config.yaml"):
         load_run_model(tmp_path, ToyConfig, build_model, "toy")
+
+
+def test_resume_with_no_usable_checkpoint_stops_unless_restart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared_attention.engine.checkpoint import list_checkpoints
+
+    run = tmp_path / "run"
+    main = TOY_DOMAIN.main
+    args = [f"train.run_dir={run}", *TINY, "train.checkpoint_every=2", "train.keep_checkpoints=0"]
+    assert main(["train", *args]) == 0
+    ckpts = list_checkpoints(run)
+    assert len(ckpts) == 2
+    for ckpt in ckpts:  # every checkpoint truncated
+        f = ckpt / "model.safetensors"
+        f.write_bytes(f.read_bytes()[:64])
+    capsys.readouterr()
+    more = [a.replace("train.max_steps=4", "train.max_steps=6") for a in args]
+    assert main(["train", *more]) == 2  # stops instead of silently training from step 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none of its 2 checkpoint(s) is usable" in err[0] and "--restart" in err[0]
+    assert main(["train", "--restart", *more]) == 0
+    assert f"run {run}: step 6" in capsys.readouterr().out

@@ -327,10 +327,14 @@ def test_request_timeout_answers_504_and_server_keeps_serving(kit):
         assert c.post("/v1/ranking/predict", json=[{"x": 1, "y": 0}]).json() == {"scores": [2.0]}
 
 
-def test_load_failure_is_a_clear_startup_error(tmp_path):
+def test_load_failure_is_reported_not_fatal(tmp_path):
     settings = ServeSettings(sources=(ModelSource("restoration", run_dir=str(tmp_path / "missing")),))
-    with pytest.raises(RuntimeError, match="cannot load restoration"), TestClient(create_app(settings)):
-        pass
+    with TestClient(create_app(settings)) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["models"]["restoration"]["state"] == "failed"
+        assert "run folder does not exist" in r.json()["models"]["restoration"]["error"]
+        r = c.post("/v1/restoration/predict", content=b"x")
+        assert r.status_code == 503 and "failed to load" in detail(r)
 
 
 def test_internal_error_is_500_and_server_keeps_serving(kit):

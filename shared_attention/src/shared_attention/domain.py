@@ -263,7 +263,7 @@ def _is_main_rank() -> bool:
 
 def _cmd_train(domain: Domain, ns: argparse.Namespace) -> int:
     _configure_logging()
-    cfg = domain.load_config(ns.config, ns.overrides)
+    cfg = domain.load_config(ns.config, [*ns.overrides, *(["train.restart=true"] if ns.restart else [])])
     options = _options(ns, ("train",), domain)
     if domain.train_runner:
         res = resolve(domain.train_runner)(cfg, options)
@@ -432,6 +432,11 @@ def build_parser(domain: Domain) -> argparse.ArgumentParser:
         "--config", default=None, help=f"bundled config name or YAML path (default: {domain.default_config})"
     )
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=1000")
+    t.add_argument(
+        "--restart",
+        action="store_true",
+        help="when the run folder's checkpoints are all unusable, train again from step 0 (else: stop)",
+    )
     extras(t, "train")
     t.set_defaults(handler=_cmd_train)
 

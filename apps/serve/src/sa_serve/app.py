@@ -3,15 +3,28 @@
 Request life (every step answers a 4xx/5xx with a ``{"detail": message}`` body and the server keeps serving):
 
 1. ``Authorization: Bearer <token>`` when a token is configured (every ``/v1`` route; 401 otherwise).
-2. Admission to the model's bounded queue (503 + ``Retry-After`` when full).
+2. Admission to the model's bounded queue (503 + ``Retry-After`` from the measured drain rate when full).
 3. The body is read as it streams in and refused with 413 as soon as it passes the route's cap (a larger
-   ``Content-Length`` is refused before reading). Multipart uploads (field ``file`` or the input's name) and raw
-   bodies are both accepted.
+   ``Content-Length`` is refused before reading); an upload that does not arrive within ``upload_timeout_s``
+   gets 408. Multipart uploads (field ``file`` or the input's name) and raw bodies are both accepted.
 4. Content sniffing by magic bytes (415 on a wrong type, whatever the file name or ``Content-Type`` claim);
    header-only checks: image pixel limits (decompression bombs), truncated PNG/JPEG, WAV sample rate / channels /
-   NaN samples, NIfTI voxel limits; JSON without NaN/Infinity (422).
-5. ``preprocess`` in a worker thread (``InputError`` -> 422), the micro-batching queue runs ``predict`` in the
-   model's worker thread, ``postprocess`` in a worker thread; the whole request is bounded by a timeout (504).
+   NaN samples, NIfTI voxel limits (read from the header before any decompression); JSON without NaN/Infinity
+   (422).
+5. Budget: a predictor with a cost model (``cost(meta)``: pixels, samples, voxels, rows from the headers) gets
+   a time estimate from seconds-per-unit measured on this machine (:mod:`.budget`: two synthetic requests at
+   warm-up, then every finished request); a request that cannot finish within ``timeout_s`` is refused with 413
+   naming the size that fits, one whose ``memory_bytes(meta)`` is over ``limits.max_request_memory`` too. A
+   request estimated above ``large_request_s`` runs in the route's *large lane* (its own thread and
+   ``large_slots`` slots), so small requests never wait behind it.
+6. ``preprocess`` in a worker thread (``InputError`` -> 422), the micro-batching queue runs ``predict`` in the
+   model's worker thread, ``postprocess`` in a worker thread; processing is bounded by ``timeout_s`` (504), and
+   a request that timed out is abandoned: tiled / chunked predictors stop at their next tile
+   (:func:`shared_attention.serving.check_cancelled`), so the route keeps moving.
+
+Model isolation: a model that fails to load is reported in ``/readyz`` and ``/v1/info`` with its reason (one
+line) and its route answers 503 with that reason; every other model serves (``/readyz`` answers 200 with
+``"degraded": true``, or 503 when no model loaded).
 
 Responses: a predictor returning ``bytes`` is sent as is with its sniffed media type (restoration: PNG); a dict
 is sent as JSON where every ``bytes`` value (or list of them) becomes a base64 string under the same key
@@ -43,7 +56,8 @@ from starlette.concurrency import run_in_threadpool
 from shared_attention.io import synth_png, synth_wav
 
 from . import __version__
-from .batching import ModelWorker, QueueFullError
+from .batching import ModelWorker, QueueFullError, Ticket
+from .budget import CostMeter
 from .registry import ModelSource, discover, load_class
 from .uploads import UploadError, check_audio, check_image, check_volume, parse_json, sniff
 
@@ -78,6 +92,7 @@ class Limits:
         max_voxels: volume voxel cap. max_inflated_bytes: gzip'd NIfTI inflation cap.
         max_audio_seconds: audio length cap (the predictor's ``max_seconds`` wins when smaller).
         max_json_rows: most list rows in one JSON request (ranking candidates).
+        max_request_memory: most bytes one request may need by its predictor's ``memory_bytes(meta)`` estimate.
     """
 
     max_bytes: Mapping[str, int] = field(
@@ -96,6 +111,7 @@ class Limits:
     max_inflated_bytes: int = 1024 * MiB
     max_audio_seconds: float = 600.0
     max_json_rows: int = 10_000
+    max_request_memory: int = 4096 * MiB
 
     def cap(self, domain: str, kind: str) -> int:
         """The byte cap of ``domain``'s route."""
@@ -113,6 +129,10 @@ class ServeSettings:
         timeout_s: per-request deadline (body read, preprocessing, queue, inference). warmup: run one synthetic
         request per model in the lifespan. device: torch device. limits: see :class:`Limits`.
         batch_domains: domains that micro-batch (None: all). torch_threads: ``torch.set_num_threads`` (0: keep).
+        upload_timeout_s: deadline for the body to arrive (408; None: ``timeout_s``).
+        large_request_s: requests estimated above this many seconds run in the large lane (None: ``timeout_s / 4``).
+        large_slots: requests admitted to the large lane at once (more get 503 with the time left).
+        budget_fraction: a request must be estimated to finish within this fraction of ``timeout_s``.
     """
 
     sources: tuple[ModelSource, ...] = ()
@@ -127,6 +147,10 @@ class ServeSettings:
     limits: Limits = field(default_factory=Limits)
     batch_domains: tuple[str, ...] | None = None  # None: batch every domain
     torch_threads: int = 0  # 0: leave torch's default
+    upload_timeout_s: float | None = None
+    large_request_s: float | None = None
+    large_slots: int = 1
+    budget_fraction: float = 0.9
 
     def to_json(self) -> str:
         """JSON for the environment of uvicorn worker processes (the token travels separately)."""
@@ -152,6 +176,9 @@ class Served:
     source: ModelSource
     predictor: Any = None
     worker: ModelWorker | None = None
+    large: ModelWorker | None = None  # the large lane (requests estimated above ``large_request_s``)
+    meter: CostMeter | None = None  # None: the predictor has no cost model
+    large_busy_until: float = 0.0  # monotonic time the large lane's current request is expected to finish
     state: str = "loading"  # loading | ready | failed
     warmed: bool = False
     warmup_note: str = ""
@@ -202,24 +229,54 @@ def _spec_kind(served: Served) -> str | None:
     return spec.kind if spec is not None else None
 
 
+def _synthetic_inputs(spec: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """(raw input, header metadata) of a small and a larger synthetic request for ``spec``'s kind (or none)."""
+    kind = getattr(spec, "kind", None)
+    constraints = dict(getattr(spec, "constraints", {}) or {})
+    if kind == "image":
+        return [(synth_png(n, n), {"width": n, "height": n, "pixels": n * n}) for n in (32, 96)]
+    if kind == "audio":
+        rate, ch = int(constraints.get("sample_rate", 16000)), int(constraints.get("channels", 1))
+        return [
+            (
+                synth_wav(sec, rate, channels=ch),
+                {"sample_rate": rate, "channels": ch, "frames": sec * rate, "seconds": sec},
+            )
+            for sec in (1, 3)
+        ]
+    return []
+
+
+def _units(pred: Any, meta: Mapping[str, Any]) -> float | None:
+    """The predictor's work units for a request's header metadata (None: no cost model)."""
+    cost = getattr(pred, "cost", None)
+    units = cost(meta) if callable(cost) else None
+    return float(units) if units is not None else None
+
+
 def _warmup(served: Served) -> None:
+    """Runs synthetic requests (a small one to warm, then two sizes timed for the cost meter)."""
     pred = served.predictor
     if hasattr(pred, "warmup"):
         pred.warmup()
         served.warmed, served.warmup_note = True, "predictor.warmup()"
         return
-    spec = served.input_spec
-    kind = getattr(spec, "kind", None)
-    constraints = dict(getattr(spec, "constraints", {}) or {})
-    if kind == "image":
-        raw: Any = synth_png(32, 32)
-    elif kind == "audio":
-        raw = synth_wav(1.0, int(constraints.get("sample_rate", 16000)), channels=int(constraints.get("channels", 1)))
-    else:
+    inputs = _synthetic_inputs(served.input_spec)
+    kind = getattr(served.input_spec, "kind", None)
+    if not inputs:
         served.warmup_note = f"no synthetic {kind} input; the first request warms the model"
         return
-    pred.postprocess(pred.predict(pred.preprocess(raw)))
+    pred.postprocess(pred.predict(pred.preprocess(inputs[0][0])))
     served.warmed, served.warmup_note = True, f"one synthetic {kind} request"
+    if served.meter is None:
+        return
+    for raw, meta in inputs:
+        units = _units(pred, meta)
+        t0 = time.perf_counter()
+        pred.postprocess(pred.predict(pred.preprocess(raw)))
+        if units is not None:
+            served.meter.observe(units, time.perf_counter() - t0)
+    served.warmup_note += f", {len(inputs)} timed for the cost meter"
 
 
 def _load(served: Served, settings: ServeSettings) -> None:
@@ -238,6 +295,11 @@ def _load(served: Served, settings: ServeSettings) -> None:
         threads=settings.threads,
         max_rows=max_rows,
     )
+    if callable(getattr(served.predictor, "cost", None)) and _has_cost_model(served.predictor):
+        served.meter = CostMeter(str(getattr(served.predictor, "cost_unit", "units")))
+        served.large = ModelWorker(
+            f"{domain} (large lane)", served.predictor, max_batch=1, capacity=max(settings.large_slots, 1)
+        )
     if settings.warmup:
         try:
             _warmup(served)
@@ -247,6 +309,20 @@ def _load(served: Served, settings: ServeSettings) -> None:
     served.load_seconds = time.perf_counter() - t0
     served.state = "ready"
     logger.info("%s: loaded from %s in %.1f s", domain, served.source.describe(), served.load_seconds)
+
+
+def _has_cost_model(pred: Any) -> bool:
+    """Whether ``pred.cost`` is overridden (PredictorBase's default answers None for everything)."""
+    from shared_attention.serving import PredictorBase
+
+    cost = getattr(type(pred), "cost", None)
+    return cost is not None and cost is not getattr(PredictorBase, "cost", None)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: ``Type: first line of the message``."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 # ------------------------------------------------------------------------------------------ the request
@@ -313,8 +389,13 @@ async def _extract_upload(request: Request, body: bytes, field_name: str) -> byt
         await form.close()
 
 
-def _check_content(data: bytes, spec: Any, limits: Limits) -> tuple[str, Any]:
-    """Sniffs and header-checks ``data`` for the input ``spec``; returns (media type, raw input for preprocess)."""
+def _check_content(data: bytes, spec: Any, limits: Limits) -> tuple[str, Any, dict[str, Any]]:
+    """Sniffs and header-checks ``data`` for the input ``spec``.
+
+    Returns:
+        (media type, raw input for preprocess, header metadata for the cost model: see
+        :data:`shared_attention.serving.control.META_KEYS`).
+    """
     kind = getattr(spec, "kind", "image")
     constraints = dict(getattr(spec, "constraints", {}) or {})
     media = sniff(data)
@@ -322,7 +403,7 @@ def _check_content(data: bytes, spec: Any, limits: Limits) -> tuple[str, Any]:
         if media != "application/json":
             raise UploadError(f"expected a JSON body, but the upload looks like {media or 'unknown binary data'}", 415)
         try:
-            return media, parse_json(data)
+            return media, parse_json(data), {}
         except UploadError:
             lines = [ln for ln in data.split(b"\n") if ln.strip()]
             if "application/x-ndjson" not in getattr(spec, "media_types", ()) or len(lines) < 2:
@@ -333,7 +414,7 @@ def _check_content(data: bytes, spec: Any, limits: Limits) -> tuple[str, Any]:
                 rows.append(parse_json(line))
             except UploadError as exc:
                 raise UploadError(f"NDJSON line {i}: {exc}", exc.status) from None
-        return "application/x-ndjson", rows
+        return "application/x-ndjson", rows, {}
     accepted = tuple(getattr(spec, "media_types", ()) or ())
     if kind == "image":
         allowed = accepted or IMAGE_TYPES
@@ -352,17 +433,28 @@ def _check_content(data: bytes, spec: Any, limits: Limits) -> tuple[str, Any]:
             f"not its name); this route accepts {', '.join(allowed)}",
             415,
         )
+    meta: dict[str, Any] = {}
     if media and media.startswith("image/"):
         max_pixels = min(limits.max_pixels, int(constraints.get("max_pixels", limits.max_pixels)))
-        check_image(data, media, max_pixels)
+        dims = check_image(data, media, max_pixels)
+        if dims is not None:
+            meta = {"width": dims[0], "height": dims[1], "pixels": dims[0] * dims[1]}
     elif media == "audio/wav":
         c = dict(constraints)
         c["max_seconds"] = min(float(c.get("max_seconds", limits.max_audio_seconds)), limits.max_audio_seconds)
-        check_audio(data, c)
+        fmt = check_audio(data, c)
+        frames = fmt.data_size // max(fmt.channels * fmt.bits // 8, 1)
+        meta = {
+            "sample_rate": fmt.sample_rate,
+            "channels": fmt.channels,
+            "frames": frames,
+            "seconds": frames / fmt.sample_rate if fmt.sample_rate else 0.0,
+        }
     elif media in ("application/gzip", "application/x-nifti"):
         max_voxels = min(limits.max_voxels, int(constraints.get("max_voxels", limits.max_voxels)))
-        check_volume(data, media, max_voxels, limits.max_inflated_bytes)
-    return media or "application/octet-stream", data
+        shape = check_volume(data, media, max_voxels, limits.max_inflated_bytes)
+        meta = {"shape": tuple(shape), "voxels": math.prod(shape)}
+    return media or "application/octet-stream", data, meta
 
 
 def _respond(result: Any) -> Response:
@@ -421,16 +513,21 @@ def create_app(settings: ServeSettings) -> FastAPI:
             for sv in served.values():
                 try:
                     await run_in_threadpool(_load, sv, settings)
-                except Exception as exc:
-                    sv.state, sv.error = "failed", f"{type(exc).__name__}: {exc}"
-                    raise RuntimeError(f"cannot load {sv.source.domain} from {sv.source.describe()}: {exc}") from exc
+                except Exception as exc:  # noqa: BLE001 - one broken model must not take the others down
+                    sv.state, sv.error = "failed", _one_line(exc)
+                    logger.error("%s: cannot load from %s: %s", sv.source.domain, sv.source.describe(), sv.error)
+                    for w in (sv.worker, sv.large):
+                        if w is not None:
+                            w.close()
+                    sv.worker = sv.large = None
             app.state.ready = True
             yield
         finally:
             app.state.ready = False
             for sv in served.values():
-                if sv.worker is not None:
-                    sv.worker.close()
+                for w in (sv.worker, sv.large):
+                    if w is not None:
+                        w.close()
 
     app = FastAPI(
         title="sa-serve",
@@ -464,10 +561,18 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:
-        """Readiness: every model is loaded (and warmed where a synthetic input exists)."""
-        models = {d: {"state": s.state, "warmed": s.warmed} for d, s in served.items()}
-        ok = bool(app.state.ready) and all(s.state == "ready" for s in served.values())
-        return JSONResponse({"ready": ok, "models": models}, status_code=200 if ok else 503)
+        """Readiness: loading has finished and at least one model serves (failed ones listed with their reason).
+
+        200 with ``"degraded": true`` when some models failed to load (the others serve); 503 while loading.
+        """
+        models: dict[str, Any] = {}
+        for d, s in served.items():
+            models[d] = {"state": s.state, "warmed": s.warmed}
+            if s.error:
+                models[d]["error"] = s.error
+        ok = bool(app.state.ready) and any(s.state == "ready" for s in served.values())
+        degraded = any(s.state == "failed" for s in served.values())
+        return JSONResponse({"ready": ok, "degraded": degraded, "models": models}, status_code=200 if ok else 503)
 
     @v1.get("/info", tags=["info"])
     async def info() -> JSONResponse:
@@ -492,6 +597,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 kind = getattr(spec, "kind", "image")
                 entry["route"] = f"/v1/{d}/predict"
                 entry["limits"] = {"max_upload_bytes": settings.limits.cap(d, kind)}
+            if s.meter is not None:
+                entry["cost_model"] = s.meter.to_dict()
             if s.worker is not None:
                 entry["batching"] = {
                     "max_batch": s.worker.max_batch,
@@ -509,6 +616,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                         "version": __version__,
                         "auth": token is not None,
                         "timeout_s": settings.timeout_s,
+                        "upload_timeout_s": settings.upload_timeout_s or settings.timeout_s,
                         "pid": os.getpid(),
                     },
                     "installed": discover(),
@@ -519,6 +627,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     async def handle(domain: str, request: Request) -> Response:
         sv = served[domain]
+        if sv.state == "failed":
+            raise _error(503, f"{domain}: the model failed to load: {sv.error}")
         if sv.state != "ready" or sv.worker is None:
             raise _error(503, f"{domain}: model is {sv.state}", {"Retry-After": "5"})
         worker = sv.worker
@@ -527,42 +637,99 @@ def create_app(settings: ServeSettings) -> FastAPI:
         except QueueFullError as exc:
             raise _error(503, str(exc), {"Retry-After": str(exc.retry_after)}) from None
         try:
+            kind = getattr(sv.input_spec, "kind", "image")
+            upload_s = settings.upload_timeout_s or settings.timeout_s
+            body = await _read_body(request, settings.limits.cap(domain, kind), upload_s)  # 408 on its own deadline
             async with asyncio.timeout(settings.timeout_s):  # no extra task per request (unlike wait_for)
-                return await _serve_one(sv, request)
+                return await _serve_one(sv, request, body)
         except TimeoutError:
             raise _error(504, f"{domain}: no answer within the request timeout of {settings.timeout_s:g} s") from None
         finally:
             worker.release()
 
-    async def _serve_one(sv: Served, request: Request) -> Response:
+    def _budget(sv: Served, meta: Mapping[str, Any], rows: int | None) -> float | None:
+        """The request's estimated seconds (None: unknown); 413 when it cannot finish in time or memory."""
+        domain, pred = sv.source.domain, sv.predictor
+        if rows is not None:
+            meta = {**meta, "rows": rows}
+        if not meta:
+            return None
+        memory = getattr(pred, "memory_bytes", None)
+        need = memory(meta) if callable(memory) else None
+        if need is not None and need > settings.limits.max_request_memory:
+            raise _error(
+                413,
+                f"{domain}: this input needs about {need / MiB:,.0f} MiB to process; the per-request limit is "
+                f"{settings.limits.max_request_memory / MiB:,.0f} MiB",
+            )
+        if sv.meter is None:
+            return None
+        units = _units(pred, meta)
+        if units is None:
+            return None
+        seconds = sv.meter.estimate(units).seconds
+        budget = settings.timeout_s * settings.budget_fraction
+        if seconds is not None and seconds > budget:
+            fits = sv.meter.largest(budget)
+            hint = f"; the largest input that fits is about {fits:,.0f} {sv.meter.unit}" if fits else ""
+            raise _error(
+                413,
+                f"{domain}: this input ({units:,.0f} {sv.meter.unit}) needs about {seconds:,.0f} s on this server "
+                f"(measured here), over the route's time limit of {settings.timeout_s:g} s{hint}",
+            )
+        return seconds
+
+    async def _serve_one(sv: Served, request: Request, body: bytes) -> Response:
         domain, pred, worker = sv.source.domain, sv.predictor, sv.worker
         assert worker is not None
         spec = sv.input_spec
-        kind = getattr(spec, "kind", "image")
-        body = await _read_body(request, settings.limits.cap(domain, kind), settings.timeout_s)
         data = await _extract_upload(request, body, getattr(spec, "name", "file"))
         try:
-            _, raw = _check_content(data, spec, settings.limits)
+            _, raw, meta = _check_content(data, spec, settings.limits)
         except UploadError as exc:
             raise _error(exc.status, f"{domain}: {exc}") from None
         list_rows = _as_rows(domain, raw)
+        if list_rows is not None and len(list_rows) > settings.limits.max_json_rows:
+            raise _error(
+                413, f"{domain}: {len(list_rows):,} rows; the limit is {settings.limits.max_json_rows:,} per request"
+            )
+        estimate = _budget(sv, meta, len(list_rows) if list_rows is not None else None)
+        large_s = settings.large_request_s if settings.large_request_s is not None else settings.timeout_s / 4
+        lane = worker
+        if sv.large is not None and estimate is not None and estimate > large_s:
+            lane = sv.large
+            try:
+                lane.acquire()
+            except QueueFullError:
+                left = max(1, math.ceil(sv.large_busy_until - time.monotonic()))
+                raise _error(
+                    503, f"{domain}: a large request is already running; retry in {left} s", {"Retry-After": str(left)}
+                ) from None
+            sv.large_busy_until = time.monotonic() + estimate
+        ticket = Ticket()
+        t_pre = t_post = 0.0
         try:
             if list_rows is not None:
                 if not list_rows:
                     raise InputError("the candidate list is empty", "candidates")
-                if len(list_rows) > settings.limits.max_json_rows:
-                    raise _error(
-                        413,
-                        f"{domain}: {len(list_rows):,} rows; the limit is "
-                        f"{settings.limits.max_json_rows:,} per request",
-                    )
-                done, value = await worker.run_list(list_rows)
+                done, value = await lane.run_list(list_rows, ticket)
             else:
+                t0 = time.perf_counter()
                 batch = await run_in_threadpool(pred.preprocess, raw)
-                done, value = await worker.run_tensor(batch)
+                t_pre = time.perf_counter() - t0
+                done, value = await lane.run_tensor(batch, ticket)
+            t0 = time.perf_counter()
             result = value if done else await run_in_threadpool(pred.postprocess, value)
+            t_post = time.perf_counter() - t0
         except InputError as exc:
             raise _error(422, f"{domain}: {exc}") from None
+        finally:
+            if lane is not worker:
+                lane.release()
+        if sv.meter is not None and meta:
+            units = _units(pred, {**meta, "rows": len(list_rows)} if list_rows is not None else meta)
+            if units is not None:
+                sv.meter.observe(units, t_pre + ticket.run_s + t_post)
         return _respond(result)
 
     def _as_rows(domain: str, raw: Any) -> list[Any] | None:

@@ -17,6 +17,12 @@ then :meth:`ModelWorker.submit` puts them on the queue. A worker thread takes th
 From asyncio code, :meth:`ModelWorker.run_list` / :meth:`ModelWorker.run_tensor` queue an item and await its
 answer; a finished batch wakes each waiting event loop once (one ``call_soon_threadsafe`` per batch, not one per
 request as ``asyncio.wrap_future`` would).
+
+Abandoned requests: when the awaiting coroutine is cancelled (its deadline passed), a queued item is dropped
+and a running one has its :class:`Ticket` cancel event set; a predictor that calls
+:func:`shared_attention.serving.check_cancelled` between tiles / chunks then stops within one step, so the
+worker moves on to the next request instead of finishing work nobody waits for. ``Retry-After`` comes from the
+measured drain rate (requests finished per busy second, cancelled work excluded).
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BatchStats", "ModelWorker", "QueueFullError", "batch_signature", "collate", "split_output"]
+from shared_attention.serving.control import CancelledError, cancel_scope
+
+__all__ = ["BatchStats", "ModelWorker", "QueueFullError", "Ticket", "batch_signature", "collate", "split_output"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,11 +151,21 @@ def _bounds(sizes: Sequence[int]) -> Iterator[tuple[int, int]]:
 
 
 @dataclass
+class Ticket:
+    """A request's handle on its queued work: set ``cancel`` to abandon it; ``run_s`` is its share of the
+    worker's busy seconds once it ran (for the route's cost meter)."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    run_s: float = 0.0
+
+
+@dataclass
 class _Item:
     mode: str  # "tensor" | "list" | "single"
     payload: Any
     rows: int
     key: Hashable | None
+    ticket: Ticket = field(default_factory=Ticket)
     future: Future[tuple[bool, Any]] = field(default_factory=Future)
     loop: asyncio.AbstractEventLoop | None = None  # set by run_list / run_tensor: the awaiting loop
     aio: asyncio.Future[tuple[bool, Any]] | None = None
@@ -188,6 +206,7 @@ class BatchStats:
     rows: int = 0
     largest_batch: int = 0
     rejected_full: int = 0
+    cancelled: int = 0
     busy_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,6 +217,7 @@ class BatchStats:
             "rows": self.rows,
             "largest_batch": self.largest_batch,
             "rejected_full": self.rejected_full,
+            "cancelled": self.cancelled,
             "mean_batch": self.requests / self.batches if self.batches else 0.0,
             "busy_seconds": round(self.busy_seconds, 3),
         }
@@ -239,7 +259,7 @@ class ModelWorker:
         self._admitted = 0
         self._admit_lock = threading.Lock()
         self._stop = False
-        self._ewma_batch_s = 0.05
+        self._drain_rate: float | None = None  # requests finished per busy second (EWMA), cancelled work excluded
         self._threads = [
             threading.Thread(target=self._loop, name=f"sa-serve-{domain}-{i}", daemon=True) for i in range(threads)
         ]
@@ -249,9 +269,16 @@ class ModelWorker:
     # -- admission ---------------------------------------------------------------------------------------
 
     def retry_after(self) -> int:
-        """Seconds until the queue has likely drained enough to admit a request (at least 1)."""
-        batches = math.ceil(max(self._admitted, 1) / self.max_batch) / len(self._threads)
-        return max(1, math.ceil(batches * self._ewma_batch_s))
+        """Seconds until the admitted requests have drained at the measured rate (at least 1)."""
+        rate = self._drain_rate
+        if rate is None or rate <= 0:
+            return 1
+        return max(1, math.ceil(max(self._admitted, 1) / (rate * len(self._threads))))
+
+    @property
+    def drain_rate(self) -> float | None:
+        """Measured requests per busy second per thread (None before the first finished batch)."""
+        return self._drain_rate
 
     def acquire(self) -> None:
         """Takes one of ``capacity`` slots for a request's whole life; raises :class:`QueueFullError` when none is free.
@@ -276,28 +303,34 @@ class ModelWorker:
 
     # -- submission --------------------------------------------------------------------------------------
 
-    def submit_tensor(self, batch: Any) -> Future[tuple[bool, Any]]:
+    def submit_tensor(self, batch: Any, ticket: Ticket | None = None) -> Future[tuple[bool, Any]]:
         """Queues a preprocessed batch; the future gives ``(False, output_slice)`` (not yet postprocessed)."""
-        return self._put(self._tensor_item(batch))
+        return self._put(self._tensor_item(batch, ticket))
 
-    def submit_list(self, rows: list[Any]) -> Future[tuple[bool, Any]]:
+    def submit_list(self, rows: list[Any], ticket: Ticket | None = None) -> Future[tuple[bool, Any]]:
         """Queues a raw list of rows (ranking); the future gives ``(True, response)`` (already postprocessed)."""
-        return self._put(self._list_item(rows))
+        return self._put(self._list_item(rows, ticket))
 
-    def _tensor_item(self, batch: Any) -> _Item:
+    def _tensor_item(self, batch: Any, ticket: Ticket | None) -> _Item:
         sig = batch_signature(batch) if self.max_batch > 1 else None
-        return _Item("tensor" if sig else "single", batch, sig[1] if sig else 1, sig[0] if sig else None)
+        item = _Item("tensor" if sig else "single", batch, sig[1] if sig else 1, sig[0] if sig else None)
+        if ticket is not None:
+            item.ticket = ticket
+        return item
 
-    def _list_item(self, rows: list[Any]) -> _Item:
-        return _Item("list", rows, len(rows), ("list",) if self.max_batch > 1 else None)
+    def _list_item(self, rows: list[Any], ticket: Ticket | None) -> _Item:
+        item = _Item("list", rows, len(rows), ("list",) if self.max_batch > 1 else None)
+        if ticket is not None:
+            item.ticket = ticket
+        return item
 
-    async def run_tensor(self, batch: Any) -> tuple[bool, Any]:
+    async def run_tensor(self, batch: Any, ticket: Ticket | None = None) -> tuple[bool, Any]:
         """:meth:`submit_tensor`, awaited on the running event loop: ``(False, output_slice)``."""
-        return await self._await(self._tensor_item(batch))
+        return await self._await(self._tensor_item(batch, ticket))
 
-    async def run_list(self, rows: list[Any]) -> tuple[bool, Any]:
+    async def run_list(self, rows: list[Any], ticket: Ticket | None = None) -> tuple[bool, Any]:
         """:meth:`submit_list`, awaited on the running event loop: ``(True, response)``."""
-        return await self._await(self._list_item(rows))
+        return await self._await(self._list_item(rows, ticket))
 
     async def _await(self, item: _Item) -> tuple[bool, Any]:
         item.loop = asyncio.get_running_loop()
@@ -306,7 +339,9 @@ class ModelWorker:
         try:
             return await item.aio
         finally:
-            item.future.cancel()  # a timed-out request leaves the queue (no-op once running or done)
+            if not item.future.done():
+                item.ticket.cancel.set()  # running: the predictor stops at its next check_cancelled()
+                item.future.cancel()  # queued: the request leaves the queue
 
     def _put(self, item: _Item) -> Future[tuple[bool, Any]]:
         with self._cond:
@@ -369,16 +404,33 @@ class ModelWorker:
             if not live:
                 continue
             t0 = time.perf_counter()
+            cancelled = False
             try:
-                self._run(live)
+                if len(live) == 1:  # one request: its predictor loop may stop early when it is abandoned
+                    with cancel_scope(live[0].ticket.cancel):
+                        self._run(live)
+                else:
+                    self._run(live)
+            except CancelledError as exc:
+                cancelled = True
+                for it in live:
+                    if not it.future.done():
+                        it.future.set_exception(exc)
             except BaseException as exc:  # noqa: BLE001 - every waiting request must get an answer
                 for it in live:
                     if not it.future.done():
                         it.future.set_exception(exc)
             finally:
+                dt = time.perf_counter() - t0
+                total_rows = sum(it.rows for it in live) or 1
+                for it in live:  # before the waiters wake up: they read it
+                    it.ticket.run_s = dt * it.rows / total_rows
                 _notify(live)
-            dt = time.perf_counter() - t0
-            self._ewma_batch_s = 0.8 * self._ewma_batch_s + 0.2 * dt
+            if cancelled:
+                self.stats.cancelled += len(live)
+            elif dt > 0:
+                rate = len(live) / dt
+                self._drain_rate = rate if self._drain_rate is None else 0.7 * self._drain_rate + 0.3 * rate
             self.stats.batches += 1
             self.stats.requests += len(live)
             self.stats.rows += sum(it.rows for it in live)

@@ -6,6 +6,7 @@ averages the 8 flips/transposes (the "+" results of SR papers).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -141,13 +142,46 @@ class RestorationPredictor(PredictorBase):
         t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
         return t.to(self.device)  # (1, 3, H, W)
 
+    cost_unit: ClassVar[str] = "pixels"
+
+    def _tile_for(self, height: int, width: int) -> int:
+        """The LR tile size used for an ``height`` x ``width`` input (0: whole image)."""
+        return self.tile or (0 if height * width <= self.max_whole_pixels else 256)
+
+    def cost(self, meta: Mapping[str, Any]) -> float | None:
+        """Work of one request in input pixels, counting tile overlaps (x8 with self-ensemble)."""
+        w, h = meta.get("width"), meta.get("height")
+        if not w or not h:
+            return None
+        w, h = int(w), int(h)
+        tile = self._tile_for(h, w)
+        if tile and (h > tile or w > tile):
+            from .tiling import tile_starts
+
+            rows = len(tile_starts(h, tile, self.overlap, self.window_size))
+            cols = len(tile_starts(w, tile, self.overlap, self.window_size))
+            pixels = float(rows * min(tile, h) * cols * min(tile, w))
+        else:
+            pixels = float(h * w)
+        return pixels * (8 if self.ensemble else 1)
+
+    def memory_bytes(self, meta: Mapping[str, Any]) -> int | None:
+        """Peak bytes of one request: float32 input, the scaled output and its blend weights, the PNG buffers."""
+        w, h = meta.get("width"), meta.get("height")
+        if not w or not h:
+            return None
+        lr = int(w) * int(h)
+        sr = lr * self.upscale * self.upscale
+        # input (3 floats) + output (3) + tile weights (1) + uint8 RGB copy and PNG encoder buffer (~2 x 3 bytes)
+        return lr * 3 * 4 + sr * (3 * 4 + 4 + 6)
+
     @torch.no_grad()
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> ``(B, 3, sH, sW)``, tiled when asked or when the image is large."""
         from .tiling import tiled_forward
 
         H, W = batch.shape[-2:]
-        tile = self.tile or (0 if H * W <= self.max_whole_pixels else 256)
+        tile = self._tile_for(H, W)
 
         def run(x: torch.Tensor) -> torch.Tensor:
             if tile and (x.shape[-2] > tile or x.shape[-1] > tile):

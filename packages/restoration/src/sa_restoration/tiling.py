@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 import torch
 
+from shared_attention.serving.control import check_cancelled
+
 __all__ = ["tile_starts", "blend_ramp", "tiled_forward"]
 
 
@@ -103,6 +105,7 @@ def tiled_forward(
     bar = tqdm(total=len(boxes), disable=not progress, desc="tiles", unit="tile")
     k = 0
     while k < len(boxes):
+        check_cancelled()  # a server request whose client gave up stops here, within one tile
         y0, y1, x0, x1, _, _ = boxes[k]
         group = [boxes[k]]
         while len(group) < batch and k + len(group) < len(boxes):

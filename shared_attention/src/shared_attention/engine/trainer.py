@@ -145,6 +145,8 @@ class TrainConfig:
         seed / deterministic: see :func:`seed_everything`.
         num_workers: DataLoader workers. drop_last: drop the incomplete last training batch.
         resume: resume from the run folder when it has a checkpoint.
+        restart: when the run folder has checkpoints but none is usable (all truncated or corrupted), start
+            again from step 0 instead of stopping with an error (the CLIs' ``train --restart``).
         device: ``auto``, ``cpu``, ``cuda``...
         progress / tensorboard: show tqdm on rank 0 / write TensorBoard events.
         optim / schedule: see :class:`OptimConfig`, :class:`ScheduleConfig`.
@@ -171,6 +173,7 @@ class TrainConfig:
     num_workers: int = 0
     drop_last: bool = True
     resume: bool = True
+    restart: bool = False
     device: str = "auto"
     progress: bool = True
     tensorboard: bool = True
@@ -349,6 +352,15 @@ class _Trainer:
 
         self.best_pending = False
         found = self.strategy.resume(self.run_dir, self._ckpt_model(), self.optimizer) if cfg.resume else None
+        existing = ckpt_io.list_checkpoints(self.run_dir) if cfg.resume else []
+        if found is None and existing and not cfg.restart:
+            raise ckpt_io.CheckpointError(
+                f"{self.run_dir}: none of its {len(existing)} checkpoint(s) is usable (newest: {existing[-1].name}; "
+                "truncated or corrupted); give --restart (train.restart=true) to train again from step 0, "
+                "or use a new run_dir"
+            )
+        if found is None and existing:
+            logger.warning("%s: no usable checkpoint; restarting from step 0 (train.restart)", self.run_dir)
         if found is not None:
             self._restore(*found)
         else:

@@ -1,5 +1,6 @@
 """The Predictor protocol shared by the domain CLIs and the server."""
 
+from .control import CancelledError, cancel_scope, check_cancelled
 from .predictor import (
     FieldSpec,
     InputError,
@@ -12,6 +13,9 @@ from .predictor import (
 )
 
 __all__ = [
+    "CancelledError",
+    "cancel_scope",
+    "check_cancelled",
     "FieldSpec",
     "IOSpec",
     "InputError",

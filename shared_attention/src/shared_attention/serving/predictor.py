@@ -245,6 +245,13 @@ class PredictorBase:
     def postprocess(self, output: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def cost(self, meta: Mapping[str, Any]) -> float | None:
+        """Work units of one request from header-only ``meta`` (see :mod:`.control`); None: no cost model.
+
+        The server fits seconds per unit on its machine and refuses requests that cannot finish in time.
+        """
+        return None
+
     def __call__(self, raw: Any) -> Any:
         """``postprocess(predict(preprocess(raw)))``."""
         return self.postprocess(self.predict(self.preprocess(raw)))
