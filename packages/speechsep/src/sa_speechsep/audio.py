@@ -1,4 +1,4 @@
-"""Audio I/O behind a small adapter: soundfile for reading, torchaudio for resampling.
+"""Audio I/O behind a small adapter: soundfile for reading, :func:`resample` (bounded memory) for rates.
 
 Writing is :mod:`shared_attention.io`'s 16-bit PCM encoder, re-exported: ``write_wav(path, x, sample_rate)``
 (atomic) and ``wav_bytes(x, sample_rate)``; float samples are scaled by 32768 (soundfile's read scale),
@@ -18,6 +18,7 @@ Input checks (all raise :class:`AudioError`, a ``ValueError``, with the file nam
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "read_audio",
     "load_mono",
     "resample",
+    "resample_bytes",
     "shift_formants",
     "write_wav",
     "wav_bytes",
@@ -123,15 +125,134 @@ def read_audio(
     return mono, info
 
 
+#: torchaudio's windowed-sinc design, shared by both resampling paths: zero crossings each side, cut-off
+#: as a fraction of the lower Nyquist frequency.
+_ZERO_CROSSINGS = 6
+_ROLLOFF = 0.99
+#: torchaudio's path is used while its polyphase table (``new/gcd`` rows of ``orig/gcd + 2 width`` taps) has at
+#: most this many entries; its construction holds a few float64 copies, so this caps it at a few tens of MB.
+_MAX_TABLE_ENTRIES = 1 << 20
+#: kernel entries (output samples x taps) the bounded path evaluates at a time.
+_CHUNK_ENTRIES = 1 << 18
+
+
+def _reduced(orig_sr: int, new_sr: int) -> tuple[int, int]:
+    g = math.gcd(orig_sr, new_sr)
+    return orig_sr // g, new_sr // g
+
+
+def _table_entries(orig_sr: int, new_sr: int) -> int:
+    """Entries of torchaudio's polyphase table for this pair of rates (it grows with ``orig/gcd x new/gcd``)."""
+    p, q = _reduced(orig_sr, new_sr)
+    width = math.ceil(_ZERO_CROSSINGS * p / (min(p, q) * _ROLLOFF))
+    return q * (p + 2 * width)
+
+
+def _half_taps(orig_sr: int, new_sr: int) -> int:
+    """Input samples each side of an output position that the kernel reaches (``ceil`` of its half-width)."""
+    return math.ceil(_ZERO_CROSSINGS * orig_sr / (min(orig_sr, new_sr) * _ROLLOFF))
+
+
+def _check_rates(orig_sr: int, new_sr: int) -> tuple[int, int]:
+    orig, new = int(orig_sr), int(new_sr)
+    if orig != orig_sr or new != new_sr or orig <= 0 or new <= 0:
+        raise ValueError(f"sample rates must be positive integers, got {orig_sr!r} -> {new_sr!r}")
+    return orig, new
+
+
+def resample_bytes(n_samples: int, orig_sr: int, new_sr: int, channels: int = 1) -> int:
+    """Estimated peak working memory of :func:`resample` in bytes, known before any sample is touched.
+
+    Linear in ``n_samples * channels`` (input and output copies) plus a term that depends on the rates only:
+    torchaudio's polyphase table where :func:`resample` uses it (small by construction), else one chunk of the
+    bounded path (about 10 MB; more only for extreme ratios whose kernel alone is longer than a chunk).
+
+    Args:
+        n_samples: input length. orig_sr / new_sr: rates in Hz. channels: rows resampled together.
+
+    Returns:
+        bytes (an estimate with margin, not an exact count).
+    """
+    orig, new = _check_rates(orig_sr, new_sr)
+    n, c = max(int(n_samples), 0), max(int(channels), 1)
+    if orig == new:
+        return 4 * n * c
+    n_out = -(-n * new // orig)
+    data = 4 * c * (2 * (n + 2 * _half_taps(orig, new) + orig) + 2 * n_out)  # input (+ padded copy), output x2
+    if _table_entries(orig, new) <= _MAX_TABLE_ENTRIES:
+        return data + 5 * 8 * _table_entries(orig, new)  # float64 temporaries while torchaudio builds its table
+    entries = max(_CHUNK_ENTRIES, 2 * _half_taps(orig, new))
+    return data + entries * (5 * 8 + 3 * 4 * c)  # per chunk: float64/int64 positions, weights, gathered samples
+
+
+def _resample_sinc(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """Bounded-memory resampling of ``(..., T)``: the same windowed sinc as torchaudio, evaluated per output.
+
+    Output sample ``j`` sits at input position ``j * orig / new``; its kernel is
+    ``sinc(base * d) * hann(base * d) * base`` for ``d`` = (input index - position) / ``orig`` seconds,
+    ``base = 0.99 * min(orig, new)``, over the inputs within 6 zero crossings (zeros beyond the signal's ends).
+    Kernels are computed for a chunk of outputs at a time, so memory is one chunk (``_CHUNK_ENTRIES`` kernel
+    entries) plus the input and output, whatever the rates' common factor; the cost is ``O(T_out x taps)``.
+    """
+    import torch
+
+    orig, new = _check_rates(orig_sr, new_sr)
+    shape = x.shape
+    x2 = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).reshape(-1, shape[-1])  # (B, T)
+    n = x2.shape[1]
+    n_out = -(-n * new // orig)  # ceil(n * new / orig), torchaudio's length
+    half = _half_taps(orig, new)
+    base_per_sample = min(orig, new) * _ROLLOFF / orig  # cut-off in cycles per input sample
+    xp = torch.nn.functional.pad(x2, (half, half + 1))  # (B, T + 2 half + 1): zeros beyond the ends
+    offsets = torch.arange(-half + 1, half + 1, dtype=torch.int64)  # (K,) taps relative to floor(position)
+    step = max(1, _CHUNK_ENTRIES // offsets.numel())
+    out = torch.empty(x2.shape[0], n_out, dtype=torch.float32)  # (B, T_out)
+    for start in range(0, n_out, step):
+        j = torch.arange(start, min(start + step, n_out), dtype=torch.int64)  # (C,)
+        num = j * orig  # exact integer positions: floor and fraction without rounding drift
+        floor = num // new
+        frac = (num % new).to(torch.float64) / new  # (C,) in [0, 1)
+        t = (offsets.to(torch.float64)[None, :] - frac[:, None]) * base_per_sample  # (C, K) in zero crossings
+        t = t.clamp_(-_ZERO_CROSSINGS, _ZERO_CROSSINGS)
+        window = torch.cos(t * (math.pi / (2 * _ZERO_CROSSINGS))) ** 2
+        kernel = (torch.sinc(t) * window * base_per_sample).to(torch.float32)  # (C, K)
+        idx = floor[:, None] + offsets[None, :] + half  # (C, K) indices into the padded input
+        out[:, start : start + j.numel()] = torch.einsum("bck,ck->bc", xp[:, idx], kernel)
+    return out.reshape(*shape[:-1], n_out).numpy()
+
+
 def resample(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
-    """Band-limited resampling (torchaudio's windowed sinc) along the last axis; float32 out."""
-    if orig_sr == new_sr:
-        return x.astype(np.float32, copy=False)
+    """Band-limited resampling along the last axis with memory bounded by construction; float32 out.
+
+    Every resampling in this package goes through here. Both paths apply the same filter (torchaudio's
+    Hann-windowed sinc, 6 zero crossings, cut-off at 99 % of the lower Nyquist frequency) and give the same
+    length, ``ceil(T * new_sr / orig_sr)``:
+
+    * rates with a friendly common factor (16000 -> 8000, 44100 -> 8000, 22050 -> 8000, ...): torchaudio's
+      polyphase table, exact and fast;
+    * rates whose table would be large (22051 -> 8000 needs ``8000 x 22085`` entries, 96001 -> 8000 four times
+      that: GBs): the kernel is evaluated at each output's fractional input position, a chunk of outputs at
+      a time (:func:`_resample_sinc`), so memory is linear in the length and no approximation of the ratio is
+      made (no pitch error).
+
+    :func:`resample_bytes` estimates the peak memory beforehand.
+
+    Args:
+        x: ``(..., T)`` samples. orig_sr / new_sr: positive integer rates in Hz.
+
+    Returns:
+        ``(..., ceil(T * new_sr / orig_sr))`` float32.
+    """
+    orig, new = _check_rates(orig_sr, new_sr)
+    if orig == new:
+        return np.asarray(x).astype(np.float32, copy=False)
+    if _table_entries(orig, new) > _MAX_TABLE_ENTRIES:
+        return _resample_sinc(np.asarray(x), orig, new)
     import torch
     import torchaudio.functional as AF  # noqa: N812
 
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    return AF.resample(t, int(orig_sr), int(new_sr)).numpy()
+    return AF.resample(t, orig, new).numpy()
 
 
 def shift_formants(x: np.ndarray, factor: float, n_fft: int = 256, hop: int = 64, n_cepstrum: int = 24) -> np.ndarray:

@@ -3,7 +3,9 @@
 ``preprocess`` reads WAV/FLAC/OGG bytes (or a path, an array, or ``{"audio": array, "sample_rate": int}``),
 checks it (:mod:`sa_speechsep.audio`: empty, non-audio, NaN and silent inputs are refused with an
 :class:`InputError`; stereo is down-mixed and clipping reported with a warning; 24-bit PCM is read exactly),
-resamples to the model rate and peak-normalises. ``predict`` separates each item in overlapping chunks
+resamples to the model rate (:func:`sa_speechsep.audio.resample`: memory linear in the length at any rate; an
+input whose resampling there and back would need more than ``max_resample_bytes`` is refused with an
+:class:`InputError` before any work) and peak-normalises. ``predict`` separates each item in overlapping chunks
 (bounded memory, speaker order kept across chunks). ``postprocess`` undoes the normalisation, resamples back
 to the input's rate and returns ``{"sample_rate": int, "sources_wav": [16-bit PCM WAV bytes, ...]}``.
 """
@@ -60,6 +62,9 @@ class SpeechsepPredictor(PredictorBase):
     )
 
     model: nn.Module
+    #: bound on the estimated resampling memory of one request (to the model rate and back, all speakers);
+    #: 2 GiB covers the longest upload (600 s) at rates up to about 140 kHz (96 kHz: about 1.4 GiB).
+    max_resample_bytes: int = 2 << 30
 
     def __init__(self, model: nn.Module, cfg: SepConfig, device: str | torch.device = "cpu") -> None:
         self.model = model.eval().to(device)
@@ -115,6 +120,45 @@ class SpeechsepPredictor(PredictorBase):
             raise InputError(f"sample_rate must be a positive integer, got {sample_rate!r}", "sample_rate")
         return arr, sample_rate
 
+    def _check_resample_memory(self, n: int, sr: int) -> None:
+        """Refuses (before any work) an input whose resampling to the model rate and back would need too much."""
+        from .audio import resample_bytes
+
+        n_model = -(-n * self.sample_rate // sr)
+        need = resample_bytes(n, sr, self.sample_rate)
+        need += resample_bytes(n_model, self.sample_rate, sr, channels=self.cfg.model.num_spks)
+        if need > self.max_resample_bytes:
+            raise InputError(
+                f"{n} samples at {sr} Hz would need about {need / 2**20:.0f} MB to resample to {self.sample_rate} Hz"
+                f" and back (limit {self.max_resample_bytes / 2**20:.0f} MB); send a shorter recording",
+                "audio",
+            )
+
+    cost_unit: ClassVar[str] = "samples"
+
+    def cost(self, meta: Mapping[str, Any]) -> float | None:
+        """Work of one request: its samples at the model rate (separation is chunked, so linear in length)."""
+        frames, sr = meta.get("frames"), meta.get("sample_rate")
+        if not frames or not sr:
+            return None
+        return float(frames) * self.sample_rate / float(sr)
+
+    def memory_bytes(self, meta: Mapping[str, Any]) -> int | None:
+        """Peak bytes of one request, dominated by resampling to the model rate and back (header-only)."""
+        from .audio import resample_bytes
+
+        frames, sr = meta.get("frames"), meta.get("sample_rate")
+        if not frames or not sr:
+            return None
+        n, sr = int(frames), int(sr)
+        n_model = -(-n * self.sample_rate // sr)
+        speakers = int(self.cfg.model.num_spks)
+        return int(
+            resample_bytes(n, sr, self.sample_rate)
+            + resample_bytes(n_model, self.sample_rate, sr, channels=speakers)
+            + 4 * n_model * (2 * speakers + 2)  # separated chunks, the blended output and its weights
+        )
+
     def preprocess(self, raw: Any) -> dict[str, torch.Tensor]:
         """Raw upload -> ``{"audio": (1, T) at the model rate, "sample_rate": (1,), "scale": (1,)}``."""
         from .audio import AudioError, read_audio, resample
@@ -133,6 +177,7 @@ class SpeechsepPredictor(PredictorBase):
             x, sr = self._from_array(raw["audio"], raw["sample_rate"])
         else:
             raise InputError(f"unsupported input type {type(raw).__name__}: send WAV bytes or a file path", "audio")
+        self._check_resample_memory(x.shape[0], sr)
         x = resample(x, sr, self.sample_rate)
         if x.shape[0] < 2:
             raise InputError(f"too short after resampling to {self.sample_rate} Hz ({x.shape[0]} samples)", "audio")

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from shared_attention.serving.control import check_cancelled
+
 from .metrics import pit_si_snr
 
 __all__ = ["chunk_starts", "separate_chunked"]
@@ -70,6 +72,7 @@ def separate_chunked(
 
         iterator = tqdm(starts, desc="separating", unit="chunk")
     for i, start in enumerate(iterator):
+        check_cancelled()  # a server request whose client gave up stops here, within one chunk
         est = model(mix[start : start + chunk][None].to(device))[0].to(mix.device).float()  # (S, C)
         if out is None:
             out = torch.zeros(est.shape[0], total, dtype=torch.float32, device=mix.device)
