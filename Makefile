@@ -12,7 +12,10 @@ PYTEST_ARGS ?=
 .PHONY: help bootstrap demo test bench bench-quick lint serve clean
 
 help:
-	@echo "make demo   - bootstrap, then train the built-in task end to end and print a summary"
+	@echo "make demo   - bootstrap, build the offline sample sets, train and evaluate every domain (restoration,"
+	@echo "              anomaly, medseg, speechsep, ranking; about 45 min on 2 cores), print the model-vs-baseline"
+	@echo "              summary, then serve the runs (DEMO_BUDGET=tiny: a ~7 min smoke test; DEMO_SERVE=0: no server)"
+	@echo "make serve  - serve the demo's run folders (sa-serve --runs runs/demo)"
 	@echo "make test   - bootstrap, then run every package's tests"
 	@echo "make bench  - bootstrap, then run the benchmarks (bench/results/*.json; restoration trains ~30 min)"
 	@echo "make lint   - ruff + mypy on the core and the packages"
@@ -31,8 +34,10 @@ $(STAMP): $(TOOLS)/bin/poetry poetry.lock pyproject.toml shared_attention/pyproj
 
 bootstrap: $(STAMP)
 
-# DEMO_BUDGET=tiny shrinks every training to seconds (CI smoke runs); the default is what a new user runs
-# (about 45 minutes on 2 cores). DEMO_SERVE=0 stops before serving.
+# DEMO_BUDGET=tiny shrinks every training to a few steps (a smoke test of about 7 minutes on 2 cores whose
+# numbers are not results; the summary says so); the default is what a new user runs (about 45 minutes on
+# 2 cores; the summary shows the minutes each domain trained and what a full bench run reaches).
+# DEMO_SERVE=0 stops before serving.
 DEMO_BUDGET ?= default
 DEMO_SERVE ?= 1
 DEMO_RUNS := runs/demo
@@ -47,6 +52,7 @@ SEP_SAMPLE_ARGS := --tiny
 SEP_MF := --config tiny
 SEP_CT := --config tiny model.arch=convtasnet
 SEP_EVAL := --no-sdr
+SUMMARY_ARGS := --smoke
 RK_TRAIN := train.max_steps=30 train.eval_every=30 train.batch_size=128 data.max_train_rows=8000 data.max_valid_rows=4000
 RK_LR_TRAIN := train.max_steps=30 train.eval_every=30 train.batch_size=128 data.max_train_rows=8000 data.max_valid_rows=4000
 else
@@ -60,6 +66,7 @@ SEP_SAMPLE_ARGS :=
 SEP_MF := --config cpu-small train.max_minutes=6
 SEP_CT := --config convtasnet-cpu train.max_minutes=6
 SEP_EVAL := --oracle --max-items 40
+SUMMARY_ARGS := --bench bench/results
 RK_TRAIN :=
 RK_LR_TRAIN :=
 endif
@@ -97,7 +104,7 @@ demo: $(STAMP)
 	$(VENV)/bin/sa-ranking evaluate --run $(DEMO_RUNS)/ranking --baseline $(DEMO_RUNS)/baselines/ranking-lr
 	$(VENV)/bin/sa-ranking predict data/rank-sample/candidates.jsonl --run $(DEMO_RUNS)/ranking
 	@echo "== summary: model vs baseline per domain =="
-	$(VENV)/bin/sa-serve summary $(DEMO_RUNS)
+	$(VENV)/bin/sa-serve summary $(DEMO_RUNS) $(SUMMARY_ARGS)
 	@if [ "$(DEMO_SERVE)" != "0" ]; then $(VENV)/bin/sa-serve --runs $(DEMO_RUNS); fi
 
 serve: $(STAMP)

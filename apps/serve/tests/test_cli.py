@@ -57,6 +57,29 @@ def test_summary_table(tmp_path, capsys):
     assert [r["model_wins"] for r in json.loads((tmp_path / "s.json").read_text())] == [False, True, True]
 
 
+def test_summary_tells_the_truth_about_the_demo(tmp_path, capsys):
+    """Build 8: a tiny-budget demo is called a smoke test; a default one states minutes trained and the bench."""
+    _eval(tmp_path / "runs" / "restoration")
+    (tmp_path / "runs" / "restoration" / "metadata.json").write_text(
+        json.dumps({"task": "restoration", "result": {"step": 40, "train_minutes": 6.02}})
+    )
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "restoration.json").write_text(json.dumps({"quality": {"psnr_y": 33.17, "train_minutes": 28.2}}))
+    assert summary_main([str(tmp_path / "runs"), "--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "SMOKE TEST" in out and "not results" in out
+    assert summary_main([str(tmp_path / "runs"), "--bench", str(bench)]) == 0
+    out = capsys.readouterr().out
+    assert "SMOKE" not in out and "6.0 min" in out
+    assert "restoration: PSNR-Y (dB) 33.17 after 28 min (restoration.json)" in out
+    # the Makefile passes the flags by budget
+    makefile = (Path(__file__).resolve().parents[3] / "Makefile").read_text()
+    assert "SUMMARY_ARGS := --smoke" in makefile and "SUMMARY_ARGS := --bench bench/results" in makefile
+    assert "sa-serve summary $(DEMO_RUNS) $(SUMMARY_ARGS)" in makefile
+    assert "seconds" not in makefile.split("DEMO_BUDGET ?=")[0].split("# DEMO_BUDGET=tiny")[1]
+
+
 def test_summary_rejects_bad_files_with_their_name(tmp_path, capsys):
     _eval(tmp_path / "good")
     _eval(tmp_path / "nan", model="NaN")

@@ -751,6 +751,7 @@ class _Trainer:
                     "result": {
                         "step": self.step,
                         "max_steps": cfg.max_steps,
+                        "train_minutes": round(self.schedule.elapsed_s / 60.0, 3),
                         "best_step": self.best_step,
                         "best_value": self.best_value,
                         "monitor": cfg.monitor,
