@@ -52,7 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--token", default=None, help="bearer token required on every /v1 route")
-    s.add_argument("--timeout", type=float, default=60.0, help="per-request deadline in seconds (default 60)")
+    s.add_argument(
+        "--timeout", type=float, default=60.0, help="processing deadline per request in seconds (default 60): 504"
+    )
+    s.add_argument(
+        "--upload-timeout", type=float, default=None, help="deadline for the upload to arrive (default --timeout): 408"
+    )
+    s.add_argument(
+        "--large-request-s",
+        type=float,
+        default=None,
+        help="requests estimated above this run in the route's large lane (default --timeout / 4)",
+    )
     s.add_argument(
         "--max-upload-mb",
         action="append",
@@ -129,6 +140,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         queue_size=args.queue_size,
         threads=args.threads,
         timeout_s=args.timeout,
+        upload_timeout_s=args.upload_timeout,
+        large_request_s=args.large_request_s,
         warmup=not args.no_warmup,
         device=args.device,
         limits=limits,
