@@ -15,6 +15,10 @@
 (c) overload: a server with a 16-request queue hammered at concurrency 128: only deliberate 503s (each with
     ``Retry-After``), no other 5xx, and the server still answers afterwards.
 
+(d) mixed: small (48x48) restoration requests at concurrency 4 alone, then while ``--mixed-large`` (3)
+    ``--large-side`` (640) px images run one after another in the route's large lane, plus one flat 4000x4000 PNG
+    (16 Mpx, 47 KB) that the server must refuse from its measured cost: small-request p50/p99 both ways.
+
 No phase may produce a 5xx other than the deliberate 503 of (c). Writes bench/results/serve.json and the table
 between the markers in BENCHMARKS.md.
 Usage: python bench/serve.py [--quick] [--minutes 0.5] [--skip-quality] [--ranking-run DIR] [--restoration-run DIR]
@@ -35,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +154,7 @@ class RawHTTP:
         return status, headers, data
 
 
-async def _drive(url: str, requests: list[tuple[str, bytes, str]], concurrency: int) -> dict[str, Any]:
+async def _drive(url: str, requests: Iterable[tuple[str, bytes, str]], concurrency: int) -> dict[str, Any]:
     """Sends ``(path, body, content type)`` requests with ``concurrency`` connections; latencies and statuses."""
     import numpy as np
 
@@ -326,6 +331,72 @@ def bench_images(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return out
 
 
+def _flat_png(width: int, height: int) -> bytes:
+    import numpy as np
+
+    from shared_attention.io import synth_png
+
+    if width * height <= 1024 * 1024:
+        return synth_png(height, width, seed=1)
+    from shared_attention.io import encode_png
+
+    return encode_png(np.full((height, width, 3), 128, np.uint8))  # the 47 KB 16 Mpx PNG of issue 21
+
+
+def bench_mixed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Small restoration requests alone, then while large ones run (and a 4000x4000 one is refused)."""
+    run = _restoration_run(args, tmp)
+    small = _lr_image()
+    large = _flat_png(args.large_side, args.large_side)
+    huge = _flat_png(4000, 4000)
+    out: dict[str, Any] = {"small": "48x48", "large": f"{args.large_side}x{args.large_side}", "huge": "4000x4000"}
+    server_args = ["--run", f"restoration={run}", "--torch-threads", "1", "--timeout", str(args.mixed_timeout)]
+    server_args += ["--large-request-s", "1", "--max-batch", "8"]
+    with Server(server_args, tmp / "mixed.log") as srv:
+        reqs = [("/v1/restoration/predict", small, "image/png")] * args.mixed_small
+        alone = asyncio.run(_drive(srv.url, reqs, 4))
+        print(f"mixed: small alone p50 {alone['p50_ms']} ms, p99 {alone['p99_ms']} ms", flush=True)
+
+        async def together() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+            done = asyncio.Event()
+
+            def small_stream() -> Iterator[tuple[str, bytes, str]]:
+                while not done.is_set():
+                    yield ("/v1/restoration/predict", small, "image/png")
+
+            async def big() -> dict[str, Any]:
+                try:
+                    return await _drive(
+                        srv.url, [("/v1/restoration/predict", large, "image/png")] * args.mixed_large, 1
+                    )
+                finally:
+                    done.set()
+
+            small_task = asyncio.ensure_future(_drive(srv.url, small_stream(), 4))
+            await asyncio.sleep(0.5)
+            huge_res = await _drive(srv.url, [("/v1/restoration/predict", huge, "image/png")], 1)
+            big_res = await big()
+            return await small_task, big_res, huge_res
+
+        mixed, big_res, huge_res = asyncio.run(together())
+        info = srv.info()["models"]["restoration"]
+    out.update(
+        small_alone=alone,
+        small_mixed=mixed,
+        large=big_res,
+        huge=huge_res,
+        cost_model=info.get("cost_model"),
+        batching=info.get("batching"),
+    )
+    print(
+        f"mixed: small during large p50 {mixed['p50_ms']} ms, p99 {mixed['p99_ms']} ms ({mixed['requests']} requests, "
+        f"status {mixed['status']}); large {big_res['status']} p50 {big_res['p50_ms']} ms; 4000x4000 "
+        f"{huge_res['status']} in {huge_res['p50_ms']} ms",
+        flush=True,
+    )
+    return out
+
+
 def bench_overload(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     model_args, what = _ranking_args(args)
     bodies = _candidate_requests(args.overload_requests, args.candidates)
@@ -374,6 +445,16 @@ def _table(r: dict[str, Any]) -> str:
         )
     if "images" in r:
         lines.append(f"Same-size image micro-batching speed-up: {r['images']['speedup']}x.")
+    if "mixed" in r:
+        m = r["mixed"]
+        lines.append(
+            f"Mixed restoration load (small {m['small']} at concurrency 4; {m['large']} images one after another in "
+            f"the large lane; one {m['huge']}): small p50 / p99 alone {m['small_alone']['p50_ms']} / "
+            f"{m['small_alone']['p99_ms']} ms, while large ones run {m['small_mixed']['p50_ms']} / "
+            f"**{m['small_mixed']['p99_ms']} ms** ({m['small_mixed']['requests']} small requests, status "
+            f"{m['small_mixed']['status']}); large {m['large']['status']} at p50 {m['large']['p50_ms']} ms; "
+            f"{m['huge']} answered {m['huge']['status']} in {m['huge']['p50_ms']} ms (refused by the measured cost)."
+        )
     lines.append(f"Other 5xx across all phases: {r['other_5xx_total']}.")
     return "\n".join(lines)
 
@@ -406,6 +487,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-quality", action="store_true", help="train the image phase's model for 1 step only")
     ap.add_argument("--quick", action="store_true", help="10x fewer requests (pipeline check)")
     ap.add_argument("--skip-images", action="store_true")
+    ap.add_argument("--skip-mixed", action="store_true")
+    ap.add_argument("--large-side", type=int, default=640, help="side of the mixed phase's large images")
+    ap.add_argument("--mixed-large", type=int, default=3, help="large images in the mixed phase")
+    ap.add_argument("--mixed-small", type=int, default=200, help="small requests of the mixed phase's baseline")
+    ap.add_argument("--mixed-timeout", type=float, default=60.0, help="the mixed phase server's --timeout")
     args = ap.parse_args(argv)
     if args.quick:
         args.ranking_requests //= 10
@@ -423,9 +509,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_images:
             result["images"] = bench_images(args, tmp)
         result["overload"] = bench_overload(args, tmp)
+        if not args.skip_mixed:
+            result["mixed"] = bench_mixed(args, tmp)
     phases = [result["ranking"]["batched"], result["ranking"]["unbatched"], result["overload"]]
     if "images" in result:
         phases += [result["images"]["batched"], result["images"]["unbatched"]]
+    if "mixed" in result:
+        phases += [result["mixed"][k] for k in ("small_alone", "small_mixed", "large", "huge")]
     result["other_5xx_total"] = sum(p["other_5xx"] + p["errors"] for p in phases)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
