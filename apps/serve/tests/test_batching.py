@@ -83,6 +83,9 @@ def test_worker_merges_compatible_items_only():
         assert [o.tolist() for o in outs] == [[[2.0 * i] * 3] for i in range(5)]
         assert odd.result(5)[1].shape == (1, 4)
         assert model.sizes == [1, 5, 1]
+        deadline = time.monotonic() + 60  # hang guard: counters are updated just after the answers are set
+        while w.stats.requests < 7 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert w.stats.largest_batch == 5 and w.stats.requests == 7
     finally:
         w.close()
@@ -282,3 +285,39 @@ def test_run_list_wakes_the_event_loop_once_per_batch():
     assert [r[1]["scores"] for r in results] == [[2.0, 4.0], [6.0, 8.0], [10.0, 12.0]]
     assert model.sizes == [1, 2, 2, 2]  # blocker; the merge is refused (one bad row): each good request alone
     assert calls == 2  # the blocker's batch, then the merged batch of four requests
+
+
+def test_merged_list_error_in_postprocess_goes_only_to_its_request():
+    """A non-finite score found in postprocess of a merged call is retried alone: only its request fails."""
+    import threading
+
+    from shared_attention.serving import InputError
+
+    gate = threading.Event()
+
+    class Model:
+        def preprocess(self, rows):
+            return list(rows)
+
+        def predict(self, batch):
+            if batch == [0]:
+                gate.wait(60)
+            return batch
+
+        def postprocess(self, out):
+            bad = [i for i, v in enumerate(out) if v == "nan"]
+            if bad:
+                raise InputError(f"row {bad[0]}: the model's score is not finite", "candidates")
+            return {"scores": out}
+
+    w = ModelWorker("r", Model(), max_batch=8, max_wait_s=0.05, capacity=32)
+    try:
+        blocker = w.submit_list([0])
+        good, bad = w.submit_list([1, 2]), w.submit_list([3, "nan"])
+        gate.set()
+        blocker.result(60)
+        assert good.result(60) == (True, {"scores": [1, 2]})
+        with pytest.raises(InputError, match="row 1"):
+            bad.result(60)
+    finally:
+        w.close()

@@ -9,6 +9,7 @@ def test_predictor_entry_point_resolves_to_a_predictor() -> None:
     cls = eps["anomaly"].load()
     assert cls.domain == "anomaly"
     assert cls.io_spec.inputs[0].kind == "image"
-    assert [f.name for f in cls.io_spec.outputs] == ["score", "heatmap_png", "threshold"]
-    for method in ("load", "from_official", "preprocess", "predict", "postprocess", "info"):
+    names = [f.name for f in cls.io_spec.outputs]
+    assert names == ["score", "heatmap_png", "threshold", "heatmap_min", "heatmap_max"]
+    for method in ("load", "from_official", "preprocess", "predict", "postprocess", "info", "cost"):
         assert callable(getattr(cls, method))

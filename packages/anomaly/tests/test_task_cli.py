@@ -73,19 +73,25 @@ def test_train_evaluate_predict_convert(tiny_data: Path, tmp_path: Path) -> None
     assert ev["domain"] == "anomaly" and ev["higher_is_better"] is True
     assert 0 <= ev["model"] <= 1 and 0 <= ev["baseline"] <= 1 and 0 <= ev["details"]["aupro"] <= 1
     assert ev["details"]["images"] == 12 and (run / "threshold.json").is_file()
-    assert list((tmp_path / "maps" / "scratch").glob("*.png"))
+    panels = list((tmp_path / "maps" / "scratch").glob("*.png"))
+    assert panels
+    from sa_anomaly.imageio import read_image
+
+    h, w = read_image(panels[0]).shape[:2]
+    assert h > 64 and w > 3 * 64  # input | ground truth | map under titles, plus a colour bar
     per = ev["details"]["per_defect_image_auroc"]
     assert "scratch" in per and "good" not in per and all(0 <= v <= 1 for v in per.values())
 
     pred = AnomalyPredictor.load(run)
     img = tiny_data / "brick" / "test" / "scratch" / "000.png"
     res = pred(img.read_bytes())
-    assert set(res) == {"score", "heatmap_png", "threshold"}
+    assert set(res) == {"score", "heatmap_png", "threshold", "heatmap_min", "heatmap_max"}
+    assert res["heatmap_min"] == 0.0 and res["heatmap_max"] == 2 * res["threshold"]
     assert isinstance(res["score"], float) and res["heatmap_png"][:8] == b"\x89PNG\r\n\x1a\n"
     assert res["threshold"] == json.loads((run / "threshold.json").read_text())["threshold"]
     # batched predict equals single predictions
     b1, b2 = pred.preprocess(img), pred.preprocess(tiny_data / "brick" / "test" / "good" / "000.png")
-    both = pred.predict(torch.cat([b1, b2]))
+    both = pred.predict({k: torch.cat([b1[k], b2[k]]) for k in b1})  # as the server batches requests
     torch.testing.assert_close(both["score"][:1], pred.predict(b1)["score"], rtol=1e-4, atol=1e-6)
     with pytest.raises(InputError, match="image"):
         pred.preprocess(b"not an image")
@@ -95,6 +101,10 @@ def test_train_evaluate_predict_convert(tiny_data: Path, tmp_path: Path) -> None
     out_dir = tmp_path / "pred"
     assert cli_main(["predict", str(img), str(out_dir), "--run", str(run)]) == 0
     assert (out_dir / "000_heatmap.png").is_file() and (out_dir / "scores.json").is_file()
+    assert read_image(out_dir / "000_heatmap.png").shape == read_image(img).shape  # registered to the input
+    assert (out_dir / "000_panel.png").is_file()
+    entry = json.loads((out_dir / "scores.json").read_text())[str(img)]
+    assert entry["heatmap_max"] > entry["heatmap_min"] and entry["panel"].endswith("000_panel.png")
     assert cli_main(["predict", str(tmp_path / "missing.png"), str(out_dir), "--run", str(run)]) == 1
 
 

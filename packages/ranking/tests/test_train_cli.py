@@ -105,7 +105,7 @@ def test_cli_train_evaluate_score(data, tmp_path, capsys) -> None:
     assert out["scores"] == pytest.approx(full(rows)["scores"], abs=1e-5)
     assert pred(rows[::-1])["scores"] == pytest.approx(out["scores"][::-1], abs=1e-6)
     assert pred((data / "candidates.jsonl").read_bytes())["scores"] == pytest.approx(out["scores"])
-    with pytest.raises(InputError, match="candidate 1: column 'user': 'x' is not an integer id"):
+    with pytest.raises(InputError, match="row 1: column 'user': 'x' is not an integer id"):
         pred([rows[0], dict(rows[1], user="x")])
     with pytest.raises(InputError, match="missing columns"):
         pred([{"user": 1}])
@@ -123,7 +123,7 @@ def test_cli_train_evaluate_score(data, tmp_path, capsys) -> None:
     out_path = tmp_path / "scores.jsonl"
     assert main(["score", str(bad), "--run", str(run), "--on-error", "skip", "-o", str(out_path)]) == 0
     err = capsys.readouterr().err
-    assert "scored 5 rows; 2 bad rows skipped" in err and "cands.jsonl:4: invalid JSON" in err
+    assert "scored 5 rows, skipped 2 bad rows" in err and "cands.jsonl:4: invalid JSON" in err
     scored = [json.loads(x) for x in out_path.read_text().splitlines()]
     assert [s["line"] for s in scored] == [1, 2, 5, 6, 7]
     assert [s["score"] for s in scored] == pytest.approx(out["scores"], abs=1e-6)

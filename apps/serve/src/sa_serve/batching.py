@@ -471,11 +471,10 @@ class ModelWorker:
             return
         rows = [r for it in items for r in it.payload]
         try:
-            batch = self.predictor.preprocess(rows)
-        except InputError:  # someone sent a bad row: find out who by running each alone
+            resp = self.predictor.postprocess(self.predictor.predict(self.predictor.preprocess(rows)))
+        except InputError:  # a bad row (or a non-finite score): find out whose by running each alone
             for it in items:
                 self._run_one_list(it)
             return
-        resp = self.predictor.postprocess(self.predictor.predict(batch))
         for it, part in zip(items, split_response(resp, [it.rows for it in items]), strict=True):
             it.future.set_result((True, part))

@@ -29,6 +29,9 @@ __all__ = [
     "list_samples",
     "split_train_val",
     "resize_crop",
+    "resize_shorter",
+    "scaled_size",
+    "tile_starts",
     "AnomalyImageDataset",
     "SyntheticValidationDataset",
 ]
@@ -120,18 +123,49 @@ def split_train_val(samples: list[Sample], val_fraction: float, seed: int = 0) -
     return [s for i, s in enumerate(samples) if i not in val_idx], [samples[i] for i in sorted(val_idx)]
 
 
-def resize_crop(img: np.ndarray, resize: int, crop: int, nearest: bool = False) -> np.ndarray:
-    """Resizes the shorter side to ``resize`` (area/bilinear, or nearest for masks), then centre-crops ``crop``."""
+def scaled_size(height: int, width: int, resize: int, min_side: int) -> tuple[int, int]:
+    """``(h, w)`` after scaling the shorter side to ``resize`` (aspect kept), each side at least ``min_side``."""
+    s = resize / min(height, width)
+    return max(min_side, round(height * s)), max(min_side, round(width * s))
+
+
+def resize_shorter(img: np.ndarray, resize: int, min_side: int, nearest: bool = False) -> np.ndarray:
+    """Resizes ``(H, W, ...)`` to :func:`scaled_size` (area when shrinking, bilinear when enlarging, nearest for
+    masks); returns ``img`` itself when the size does not change."""
     import cv2
 
     h, w = img.shape[:2]
-    s = resize / min(h, w)
-    nh, nw = max(crop, round(h * s)), max(crop, round(w * s))
-    if (nh, nw) != (h, w):
-        interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-        img = cv2.resize(img, (nw, nh), interpolation=interp)
+    nh, nw = scaled_size(h, w, resize, min_side)
+    if (nh, nw) == (h, w):
+        return img
+    interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if resize < min(h, w) else cv2.INTER_LINEAR)
+    return cv2.resize(img, (nw, nh), interpolation=interp)
+
+
+def resize_crop(img: np.ndarray, resize: int, crop: int, nearest: bool = False) -> np.ndarray:
+    """Resizes the shorter side to ``resize`` (area/bilinear, or nearest for masks), then centre-crops ``crop``."""
+    img = resize_shorter(img, resize, crop, nearest)
+    nh, nw = img.shape[:2]
     top, left = (nh - crop) // 2, (nw - crop) // 2
     return img[top : top + crop, left : left + crop]
+
+
+def tile_starts(length: int, tile: int, overlap: float = 0.5) -> list[int]:
+    """Offsets of ``tile``-long windows covering ``[0, length)`` with at least ``overlap`` of a tile shared by
+    neighbours, spread evenly from ``0`` to ``length - tile`` (one window when ``length == tile``).
+
+    Raises:
+        ValueError: ``length < tile`` or ``overlap`` outside ``[0, 1)``.
+    """
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if length < tile:
+        raise ValueError(f"a length of {length} is shorter than the tile of {tile}")
+    stride = max(1, int(tile * (1 - overlap)))
+    n = 1 + -(-(length - tile) // stride)  # ceil
+    if n == 1:
+        return [0]
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
 def _to_item(img: np.ndarray, mask: np.ndarray, label: int, index: int) -> dict[str, Any]:

@@ -29,18 +29,30 @@ def prepare_config(cfg: Any) -> Any:
 
 
 def predict_one(pred: Any, path: Path, out: Path | None, options: dict[str, Any]) -> str:
-    """Scores one image: ``<out>/<stem>_heatmap.png`` and its entry in ``<out>/scores.json``."""
+    """Scores one image: ``<out>/<stem>_heatmap.png`` (the map over the image, the input's size),
+    ``<out>/<stem>_panel.png`` (input | map with titles and a colour bar) and its entry in ``<out>/scores.json``."""
     import json
 
     from shared_attention.engine.checkpoint import atomic_write_bytes, atomic_write_text
 
+    from .imageio import write_png
+
     assert out is not None
-    res = pred(path.read_bytes())
+    output = pred.predict(pred.preprocess(path.read_bytes()))
+    res = pred.postprocess(output)
     png = out / f"{path.stem}_heatmap.png"
     atomic_write_bytes(png, res["heatmap_png"])
+    panel = write_png(out / f"{path.stem}_panel.png", pred.panel(output))
     scores_path = out / "scores.json"
     scores = json.loads(scores_path.read_text(encoding="utf-8")) if scores_path.is_file() else {}
-    scores[str(path)] = {"score": res["score"], "threshold": res["threshold"], "heatmap": str(png)}
+    scores[str(path)] = {
+        "score": res["score"],
+        "threshold": res["threshold"],
+        "heatmap": str(png),
+        "heatmap_min": res["heatmap_min"],
+        "heatmap_max": res["heatmap_max"],
+        "panel": str(panel),
+    }
     atomic_write_text(scores_path, json.dumps(scores, indent=2))
     t = res["threshold"]
     verdict = "" if t is None else (" ANOMALOUS" if res["score"] >= t else " normal")
@@ -108,7 +120,7 @@ DOMAIN = Domain(
     arguments={
         "evaluate": (
             arg("--category", help="category (default: the run's data.category)"),
-            arg("--heatmaps", help="write heatmap overlays of every test image here"),
+            arg("--heatmaps", help="write titled input / ground truth / map panels with a colour bar here"),
             arg("--no-baseline", action="store_true", help="skip the Gaussian-feature baseline"),
         ),
         "convert": (

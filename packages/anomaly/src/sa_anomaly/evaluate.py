@@ -59,7 +59,8 @@ def evaluate(
         data: the dataset root in MVTec layout (default: the run's ``data.root``).
         baseline: unused (the Gaussian-feature baseline is computed on the same backbone).
         category: the category (default: the run's ``data.category``).
-        heatmaps: write a heatmap overlay of every test image here.
+        heatmaps: write ``input | ground truth | anomaly map`` panels (titles, a colour bar) of every test image
+            here (the evaluation crops: shorter side ``data.resize``, centre crop).
         no_baseline: skip the Gaussian baseline (its AUROC is then reported as chance, 0.5).
         progress: show a progress bar.
 
@@ -90,7 +91,7 @@ def evaluate_run(
     from .baseline import gaussian_baseline
     from .config import AnomalyConfig
     from .data import AnomalyImageDataset, SyntheticValidationDataset, list_samples, split_train_val
-    from .imageio import heatmap_overlay, write_png
+    from .imageio import heatmap_overlay, titled_panels, write_png
     from .metrics import per_defect_auroc
     from .predictor import THRESHOLD_FILE, AnomalyPredictor
     from .task import evaluate_dataset
@@ -129,11 +130,17 @@ def evaluate_run(
         summary["baseline"] = gaussian_baseline(
             pred.model, AnomalyImageDataset(train_s, size, resize), test, sigma=cfg.loss.smooth_sigma
         )
-    if heatmaps:
+    if heatmaps:  # input | ground truth | map, one colour scale for the whole test split
         hi = float(np.quantile(res["maps"], 0.999))
         for i, s in enumerate(test.samples):
-            img = test.load(i)[0]
-            write_png(Path(heatmaps) / s.defect / f"{s.path.stem}.png", heatmap_overlay(img, res["maps"][i], 0, hi))
+            img, mask = test.load(i)
+            panel = titled_panels(
+                [img, mask, heatmap_overlay(img, res["maps"][i], 0, hi)],
+                ["input", "ground truth", f"anomaly map, score {res['scores'][i]:.3g}"],
+                legend=(0.0, hi),
+                legend_label="map value",
+            )
+            write_png(Path(heatmaps) / s.defect / f"{s.path.stem}.png", panel)
     details = {"category": cat, "data_root": str(root), **summary}
     return Evaluation(
         domain="anomaly",

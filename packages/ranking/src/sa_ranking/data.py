@@ -3,8 +3,9 @@ columnar in-memory tables and torchrec batches (dense tensor + ``KeyedJaggedTens
 
 Every reader streams: it holds at most ``chunk_rows`` parsed rows at a time, so a Criteo day file (tens of
 GB, optionally ``.gz``) is read with bounded memory. Bad rows (wrong column count, non-hexadecimal ids,
-NaN, negative counts, labels other than 0/1, ...) raise :class:`DataError` naming the file, line and column
-with ``on_error="reject"``, or are skipped and counted in a :class:`ReadReport` with ``on_error="skip"``.
+NaN, numbers beyond float32's range, negative counts, labels other than 0/1, ...) raise :class:`DataError`
+naming the file, line and column with ``on_error="reject"``, or are skipped and counted in a
+:class:`ReadReport` with ``on_error="skip"``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .schema import DenseField, Schema, SparseField
+from .schema import FLOAT32_MAX, DenseField, Schema, SparseField
 
 if TYPE_CHECKING:
     from torchrec.datasets.utils import Batch
@@ -41,6 +42,8 @@ __all__ = [
     "iter_table",
     "load_table",
     "OnError",
+    "FLOAT32_MAX",
+    "plural",
 ]
 
 OnError = Literal["reject", "skip"]
@@ -66,32 +69,61 @@ class ReadReport:
             self.errors.append(message)
 
     def summary(self) -> str:
-        """One line, e.g. ``1000 rows read, 3 bad rows skipped (first: data.tsv:7: ...)``."""
-        text = f"{self.rows} rows read, {self.skipped} bad rows skipped"
-        return text + (f" (first: {self.errors[0]})" if self.errors else "")
+        """One line, e.g. ``1000 rows read, 3 bad rows skipped (first: data.tsv:7: ...)`` or
+        ``1 row read, no bad rows``."""
+        text = f"{plural(self.rows, 'row')} read, "
+        if not self.skipped:
+            return text + "no bad rows"
+        first = f" (first: {self.errors[0]})" if self.errors else ""
+        return text + f"{plural(self.skipped, 'bad row')} skipped{first}"
+
+
+def plural(n: int, noun: str) -> str:
+    """``"1 row"``, ``"3 rows"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 class _BadCellError(ValueError):
     pass
 
 
+def _shown(cell: Any) -> str:
+    """A cell as an error message shows it: floats as ``1e+300``, long texts and integers cut to 24 characters."""
+    text = repr(cell) if isinstance(cell, float) else str(cell)
+    return text if len(text) <= 24 else text[:20] + "..."
+
+
+def _out_of_range(name: str, cell: Any, what: str = "") -> _BadCellError:
+    return _BadCellError(
+        f"field {name!r} = {_shown(cell)}{what} is outside the range float32 can represent (|x| <= 3.4e38)"
+    )
+
+
 def _dense_value(f: DenseField, cell: Any) -> float:
+    """A dense cell as the model reads it (after the transform); it must fit float32, the model's dtype, both
+    before and after the transform (:data:`FLOAT32_MAX`)."""
     if cell is None or (isinstance(cell, str) and cell.strip() == ""):
         return f.default
     if isinstance(cell, bool):
         raise _BadCellError(f"column {f.name!r}: {cell!r} is not a number")
     try:
         x = float(cell)
+    except OverflowError:  # an integer beyond float64
+        raise _out_of_range(f.name, cell) from None
     except (TypeError, ValueError):
         raise _BadCellError(f"column {f.name!r}: {cell!r} is not a number") from None
-    if not math.isfinite(x):
+    if math.isnan(x) or (math.isinf(x) and (isinstance(cell, float) or "inf" in str(cell).lower())):
         raise _BadCellError(f"column {f.name!r}: {cell!r} is not finite (NaN or inf)")
+    if not abs(x) <= FLOAT32_MAX:  # finite in float64 (or a text such as 1e400), but inf in float32
+        raise _out_of_range(f.name, cell)
     if f.transform == "log1p":
         if x < 0:
             if f.negative == "error":
                 raise _BadCellError(f"column {f.name!r}: negative count {cell!r}")
             x = 0.0
-        return math.log1p(x)
+        x = math.log1p(x)
+    if not abs(x) <= FLOAT32_MAX:  # no transform overflows today; kept for any future one
+        raise _out_of_range(f.name, cell, f" ({f.transform}: {x:.3g})")
     return x
 
 

@@ -16,6 +16,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,20 +26,43 @@ from shared_attention.domain import Command, Domain, arg
 __all__ = ["DOMAIN", "main"]
 
 
+#: modules whose warnings every command would print: fbgemm's import-time deprecations, torchrec's planner and API
+#: deprecations (``warnings.filterwarnings`` matches the module the warning is attributed to)
+QUIET_WARNING_MODULES = r"(torchrec|fbgemm_gpu)(\.|$)"
+#: torch warnings that torchrec's use of torch triggers on every run (the one-process DCP export of ``train``)
+QUIET_WARNING_MESSAGES = (r"torch\.distributed is disabled, unavailable or uninitialized",)
+#: loggers kept to errors: torchrec's planner tables, fbgemm, torch.distributed and torch.fx chatter
+QUIET_LOGGERS = ("torchrec", "fbgemm_gpu", "torch.distributed", "torch.fx")
+
+
+class _DropThirdPartyRootRecords:
+    """fbgemm logs through the root logger (``Successfully loaded ...``, ``[TBE=...]`` lines): drop records
+    below ERROR that come from its files, whatever the root level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keeps the record unless fbgemm wrote it below ERROR."""
+        return record.levelno >= logging.ERROR or "/fbgemm_gpu/" not in record.pathname.replace("\\", "/")
+
+
 def quiet_third_party() -> None:
-    """torchrec and fbgemm log and warn on every import; keep our INFO lines and errors only."""
-    import logging
+    """The CLI's start (``on_start``): silences the third-party warnings and log lines every ``sa-ranking`` command
+    would print, by module, message and logger only: our own INFO lines, our warnings and any other library's
+    warnings still show. Called by the CLI, never on import, so library users keep their own settings."""
     import warnings
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("torchrec", "fbgemm_gpu", "torch.distributed", "torch.fx"):  # planner / tracing chatter
+    for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    logging.getLogger().setLevel(logging.WARNING)
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    for handler in root.handlers:
+        if not any(isinstance(f, _DropThirdPartyRootRecords) for f in handler.filters):
+            handler.addFilter(_DropThirdPartyRootRecords())
     logging.getLogger("sa_ranking").setLevel(logging.INFO)
     logging.getLogger("shared_attention").setLevel(logging.INFO)
-    warnings.filterwarnings("ignore", module="torchrec")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", module=QUIET_WARNING_MODULES)
+    for message in QUIET_WARNING_MESSAGES:
+        warnings.filterwarnings("ignore", message=message)
 
 
 def build_model(cfg: Any) -> Any:
@@ -60,32 +84,43 @@ def load_predictor(ns: argparse.Namespace) -> Any:
 
 def predict_one(pred: Any, path: Path, out: Path | None, options: dict[str, Any]) -> str:
     """Scores a JSON-lines file of candidates (``-``: stdin) into JSON lines ``{"line", "score"}`` (``out`` or
-    stdout); bad rows stop the run (``on_error=reject``, naming file:line) or are skipped and counted."""
+    stdout; standard JSON, never NaN). A bad row (bad JSON, a missing column, a number float32 cannot represent,
+    a non-finite score) stops the run with ``on_error=reject`` (one error naming file:line and the field), or
+    is skipped and counted with ``skip``; the count goes to stderr."""
     import json
 
     import torch
 
-    from .data import DataError, ReadReport, RowParser, TableBuilder
+    from .data import DataError, ReadReport, RowParser, TableBuilder, plural
+    from .predictor import nonfinite_rows
 
     on_error, batch_size = options.get("on_error", "reject"), int(options.get("batch_size") or 1024)
-    report = ReadReport()
+    if on_error not in ("reject", "skip"):
+        raise ValueError(f"--on-error must be reject or skip, got {on_error!r}")
+    report = ReadReport()  # rows: rows scored and written; skipped: bad rows
     name = "<stdin>" if str(path) == "-" else str(path)
     src = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")  # noqa: SIM115
     dst = sys.stdout if out is None else out.open("w", encoding="utf-8")  # noqa: SIM115
     parser = RowParser(pred.schema, with_label=False)
     builder = TableBuilder(pred.schema)
     kept_lines: list[int] = []
-    n_out = 0
 
     def flush() -> None:  # scores the buffered rows; each output line carries its input line number
-        nonlocal builder, n_out
+        nonlocal builder
         if len(builder) == 0:
             return
         with torch.no_grad():
-            scores = pred.predict(builder.build().batch())
-        for ln, sc in zip(kept_lines, scores.tolist()):
-            dst.write(json.dumps({"line": ln, "score": sc}) + "\n")
-            n_out += 1
+            scores = pred.predict(builder.build().batch())  # (B,)
+        bad = set(nonfinite_rows(scores))
+        for k, (ln, sc) in enumerate(zip(kept_lines, scores.tolist())):
+            if k in bad:
+                msg = f"{name}:{ln}: the model's score is not finite (NaN or inf); check the row's feature values"
+                if on_error == "reject":
+                    raise DataError(msg)
+                report.add_error(msg)
+                continue
+            dst.write(json.dumps({"line": ln, "score": sc}, allow_nan=False) + "\n")
+            report.rows += 1
         kept_lines.clear()
         builder = TableBuilder(pred.schema)
 
@@ -105,7 +140,6 @@ def predict_one(pred: Any, path: Path, out: Path | None, options: dict[str, Any]
                     raise
                 report.add_error(str(exc))
                 continue
-            report.rows += 1
             kept_lines.append(i)
             if len(builder) >= batch_size:
                 flush()
@@ -115,9 +149,14 @@ def predict_one(pred: Any, path: Path, out: Path | None, options: dict[str, Any]
             src.close()
         if dst is not sys.stdout:
             dst.close()
-    print(f"scored {n_out} rows; {report.skipped} bad rows skipped", file=sys.stderr)
+        else:
+            dst.flush()
+    bad_text = f"skipped {plural(report.skipped, 'bad row')}" if report.skipped else "no bad rows"
+    print(f"scored {plural(report.rows, 'row')}, {bad_text}", file=sys.stderr)
     for e in report.errors:
         print(f"  skipped {e}", file=sys.stderr)
+    if report.skipped > len(report.errors):
+        print(f"  ... and {report.skipped - len(report.errors)} more", file=sys.stderr)
     return ""
 
 

@@ -1,9 +1,14 @@
 """Ranking predictor: score a list of candidate rows (JSON objects) with a trained run folder.
 
-The same object backs ``sa-ranking score`` and the server. ``preprocess`` takes the candidates of one
+The same object backs ``sa-ranking predict`` and the server. ``preprocess`` takes the candidates of one
 request (a list of dicts, JSON bytes holding a list or JSON lines, or a path to such a file), ``predict``
 returns click probabilities ``(N,)``, ``postprocess`` gives ``{"scores": [...]}`` in input order. Hiformer
 scores through its pruned serving path (last layer: task token only) unless ``prune=False``.
+
+Errors are :class:`~shared_attention.serving.InputError` (HTTP 422 from the server) naming the row (its index
+in the request list, from 0) and the column: a missing column, an id that does not parse, a number float32
+cannot represent (``|x| <= 3.4e38``), and a row whose score comes out non-finite (NaN or inf). Scores are never
+NaN: the JSON answer is always standard JSON.
 """
 
 from __future__ import annotations
@@ -20,9 +25,19 @@ from shared_attention.serving import FieldSpec, InputError, IOSpec, PredictorBas
 
 from .schema import Schema
 
-__all__ = ["RankingPredictor", "MAX_CANDIDATES"]
+__all__ = ["RankingPredictor", "MAX_CANDIDATES", "nonfinite_rows"]
 
 MAX_CANDIDATES = 10_000
+
+
+def nonfinite_rows(scores: torch.Tensor) -> list[int]:
+    """Indices of the scores ``(N,)`` that are NaN or infinite."""
+    return [int(i) for i in torch.nonzero(~torch.isfinite(scores.reshape(-1))).reshape(-1)]
+
+
+def _rows_text(rows: list[int], limit: int = 10) -> str:
+    shown = ", ".join(str(r) for r in rows[:limit]) + (f" (+{len(rows) - limit} more)" if len(rows) > limit else "")
+    return f"row {shown}" if len(rows) == 1 else f"rows {shown}"
 
 
 class _Prunable(Protocol):
@@ -125,7 +140,8 @@ class RankingPredictor(PredictorBase):
         return list(raw)
 
     def preprocess(self, raw: Any) -> Any:
-        """Candidates -> torchrec ``Batch``; :class:`InputError` names the candidate index and column."""
+        """Candidates -> torchrec ``Batch``; :class:`InputError` names the row (its index in the list, from 0) and
+        the column, e.g. ``row 3: field 'age_n' = 1e+300 is outside the range float32 can represent``."""
         from .data import DataError, RowParser, TableBuilder
 
         rows = self._rows(raw)
@@ -136,17 +152,27 @@ class RankingPredictor(PredictorBase):
         parser, builder = RowParser(self.schema, with_label=False), TableBuilder(self.schema)
         for i, row in enumerate(rows):
             try:
-                builder.add(*parser.parse_mapping(row, f"candidate {i}"))
+                builder.add(*parser.parse_mapping(row, f"row {i}"))
             except DataError as exc:
                 raise InputError(str(exc), "candidates") from None
         return builder.build().batch()
 
     @torch.no_grad()
     def predict(self, batch: Any) -> torch.Tensor:
-        """Click probabilities ``(N,)``."""
+        """Click probabilities ``(N,)``; NaN for a row whose logit is not finite (``postprocess`` refuses it, the
+        CLI rejects or skips it: see :func:`nonfinite_rows`)."""
         b = batch.to(self.device)
-        return torch.sigmoid(self.model(b.dense_features, b.sparse_features)).float().cpu()
+        logits = self.model(b.dense_features, b.sparse_features).float()  # (N,)
+        probs = torch.sigmoid(logits)  # (N,); sigmoid(+-inf) is 1 / 0, so mark those rows explicitly
+        return torch.where(torch.isfinite(logits), probs, torch.full_like(probs, float("nan"))).cpu()
 
     def postprocess(self, output: Any) -> dict[str, list[float]]:
-        """``{"scores": [...]}`` in input order."""
-        return {"scores": [float(s) for s in torch.as_tensor(output).reshape(-1)]}
+        """``{"scores": [...]}`` in input order; :class:`InputError` naming the rows whose score is not finite."""
+        scores = torch.as_tensor(output).reshape(-1)  # (N,)
+        bad = nonfinite_rows(scores)
+        if bad:
+            raise InputError(
+                f"{_rows_text(bad)}: the model's score is not finite (NaN or inf); check the row's feature values",
+                "candidates",
+            )
+        return {"scores": [float(s) for s in scores]}

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 __all__ = [
     "DenseField",
+    "FLOAT32_MAX",
     "FRAPPE_FIELDS",
     "SparseField",
     "Schema",
@@ -38,6 +39,9 @@ __all__ = [
 ]
 
 Encoding = Literal["int", "hex", "hash"]
+
+#: the largest magnitude a dense value may have: the models compute in float32 (``numpy.finfo(float32).max``)
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ class Schema:
         for d in self.dense:
             if d.transform not in ("none", "log1p"):
                 raise ValueError(f"schema: dense field {d.name!r}: unknown transform {d.transform!r}")
+            if not abs(float(d.default)) <= FLOAT32_MAX:
+                raise ValueError(f"schema: dense field {d.name!r}: default {d.default!r} is not a float32 number")
 
     @property
     def sparse_names(self) -> list[str]:

@@ -16,6 +16,7 @@ Run folder::
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,28 @@ def train(cfg: RankingConfig) -> FitResult:
 
 
 def run(cfg: RankingConfig, options: dict[str, Any]) -> FitResult:
-    """The domain's train runner (``sa-ranking train``): :func:`train` of ``cfg``."""
-    return train(cfg)
+    """The domain's train runner (``sa-ranking train``): :func:`train` of ``cfg``.
+
+    The progress bar (stderr) is shown only when stdout and stderr are both terminals, so it never lands in a
+    redirected log or between result lines; while it shows, log lines are written above it, not through it.
+    """
+    import sys
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    if cfg.train.progress and not (_isatty(sys.stdout) and _isatty(sys.stderr)):
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, progress=False))
+    if not cfg.train.progress:
+        return train(cfg)
+    with logging_redirect_tqdm():
+        return train(cfg)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
 
 
 def export_checkpoint(ckpt_dir: str | Path, schema: Schema, cfg: RankingConfig) -> nn.Module:
