@@ -24,12 +24,14 @@ $(TOOLS)/bin/poetry:
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet poetry==2.5.1 poetry-plugin-pypi-mirror==0.6.5
 
-$(STAMP): $(TOOLS)/bin/poetry poetry.lock pyproject.toml shared_attention/pyproject.toml $(wildcard packages/*/pyproject.toml apps/*/pyproject.toml) shims/fbgemm-gpu/pyproject.toml scripts/system-packages
+$(STAMP): $(TOOLS)/bin/poetry poetry.lock pyproject.toml shared_attention/pyproject.toml $(wildcard packages/*/pyproject.toml apps/*/pyproject.toml) shims/fbgemm-gpu/pyproject.toml scripts/system-packages scripts/vendor-niivue
 	$(POETRY) check --lock
 	$(POETRY) install --no-interaction
 	@# MovieLens-100k for the ranking sample ships inside recbole; its own dependencies are not needed.
 	$(PY) -m pip install --quiet --no-deps recbole==1.2.1
 	scripts/system-packages
+	@# the web page's medical volume viewer (NiiVue), from the npm registry into sa_serve/static/vendor (a build output)
+	scripts/vendor-niivue
 	@touch $@
 
 bootstrap: $(STAMP)

@@ -119,7 +119,7 @@ def test_image_that_cannot_finish_in_time_is_refused_before_any_work() -> None:
 
 
 def test_small_requests_are_served_while_a_large_one_is_in_flight() -> None:
-    pred = PixelPredictor(per_pixel=2e-5, gate_pixels=10_000)
+    pred = PixelPredictor(per_pixel=2e-5)
     settings = ServeSettings(
         sources=(ModelSource("restoration", factory=lambda: pred),),
         timeout_s=HANG_GUARD_S,
@@ -127,6 +127,7 @@ def test_small_requests_are_served_while_a_large_one_is_in_flight() -> None:
         max_batch=1,
     )
     with TestClient(create_app(settings)) as c:
+        pred.gate_pixels = 10_000  # after the warm-up: only the large request below waits for the gate
         big: list[Any] = []
         t = threading.Thread(target=lambda: big.append(c.post("/v1/restoration/predict", content=png(200, 200))))
         t.start()

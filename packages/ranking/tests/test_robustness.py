@@ -240,3 +240,12 @@ def test_train_runner_shows_no_progress_bar_without_a_terminal(monkeypatch) -> N
     cfg = load_ranking_config("hiformer", ["train.progress=true"])
     assert train_mod.run(cfg, {}) == "done"
     assert seen[0].train.progress is False
+
+
+def test_info_publishes_the_schema_and_cost(pred) -> None:
+    """The web page builds its example candidates from the published schema; the server budgets by rows."""
+    from sa_ranking.schema import Schema
+
+    info = pred.info()
+    assert Schema.from_dict(info["schema"], "info").to_dict() == pred.schema.to_dict()
+    assert pred.cost({"rows": 250}) == 250.0 and pred.cost({}) is None

@@ -234,7 +234,8 @@ def _synthetic_inputs(spec: Any) -> list[tuple[Any, dict[str, Any]]]:
     kind = getattr(spec, "kind", None)
     constraints = dict(getattr(spec, "constraints", {}) or {})
     if kind == "image":
-        return [(synth_png(n, n), {"width": n, "height": n, "pixels": n * n}) for n in (32, 96)]
+        # a small square and a wide image: tiled predictors (anomaly crops) see more than one tile
+        return [(synth_png(h, w), {"width": w, "height": h, "pixels": h * w}) for h, w in ((32, 32), (96, 288))]
     if kind == "audio":
         rate, ch = int(constraints.get("sample_rate", 16000)), int(constraints.get("channels", 1))
         return [

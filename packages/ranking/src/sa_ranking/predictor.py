@@ -113,6 +113,20 @@ class RankingPredictor(PredictorBase):
         pred.run = run
         return pred
 
+    cost_unit: ClassVar[str] = "rows"
+
+    def cost(self, meta: Mapping[str, Any]) -> float | None:
+        """Work of one request: its candidate rows."""
+        rows = meta.get("rows")
+        return float(rows) if rows else None
+
+    def info(self) -> dict[str, Any]:
+        """The base info plus the feature schema (the web page builds its example candidates from it)."""
+        out = super().info()
+        out["schema"] = self.schema.to_dict()
+        out["max_candidates"] = self.max_candidates
+        return out
+
     def _rows(self, raw: Any) -> list[Any]:
         if isinstance(raw, (str, Path)) and not (isinstance(raw, str) and raw.lstrip().startswith(("[", "{"))):
             p = Path(raw)
