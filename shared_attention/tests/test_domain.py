@@ -55,7 +55,7 @@ def test_generated_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[
     bad = tmp_path / "data" / "bad.json"
     bad.write_text('{"sequences": [[99, 1, 2]]}')
     capsys.readouterr()
-    assert main(["predict", str(tmp_path / "data"), "--out", str(tmp_path / "pred2"), "--run", str(run)]) == 1
+    assert main(["predict", str(tmp_path / "data"), "--out", str(tmp_path / "pred2"), "--run", str(run)]) == 2
     err = capsys.readouterr().err
     assert "bad.json" in err and "sequences[0]" in err and (tmp_path / "pred2" / "sequences.json").is_file()
     # convert: a plain state dict -> a servable run folder that predicts exactly like the source weights

@@ -105,7 +105,7 @@ def test_train_evaluate_predict_convert(tiny_data: Path, tmp_path: Path) -> None
     assert (out_dir / "000_panel.png").is_file()
     entry = json.loads((out_dir / "scores.json").read_text())[str(img)]
     assert entry["heatmap_max"] > entry["heatmap_min"] and entry["panel"].endswith("000_panel.png")
-    assert cli_main(["predict", str(tmp_path / "missing.png"), str(out_dir), "--run", str(run)]) == 1
+    assert cli_main(["predict", str(tmp_path / "missing.png"), str(out_dir), "--run", str(run)]) == 2
 
 
 def test_convert_official_heads_to_run_folder(tmp_path: Path) -> None:

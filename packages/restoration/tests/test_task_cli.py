@@ -101,7 +101,7 @@ def test_cli_predict_evaluate_convert_errors(trained, tiny_data, tmp_path, capsy
     assert read_image(out).shape == (32, 40, 3)
     bad = tmp_path / "bad.png"
     bad.write_bytes((tiny_data / "LRbicx2" / "v0.png").read_bytes()[:60])
-    assert cli_main(["predict", str(bad), str(tmp_path / "o2.png"), "--run", str(run)]) == 1
+    assert cli_main(["predict", str(bad), str(tmp_path / "o2.png"), "--run", str(run)]) == 2
     assert "bad.png" in capsys.readouterr().err
     assert not (tmp_path / "o2.png").exists()
     assert cli_main(["evaluate", "--run", str(run), "--json", str(tmp_path / "r.json")]) == 0

@@ -72,7 +72,7 @@ def test_train_evaluate_separate(tmp_path, capsys):
     assert sf.info(str(wavs[0])).samplerate == 8000 and sf.info(str(wavs[0])).frames == 8000
     # a bad input is reported, not a traceback
     (tmp_path / "bad.wav").write_bytes(b"not a wav")
-    assert main(["separate", str(tmp_path / "bad.wav"), "--out", str(out_dir), "--run", str(run)]) == 1
+    assert main(["separate", str(tmp_path / "bad.wav"), "--out", str(out_dir), "--run", str(run)]) == 2
     assert "not a readable audio file" in capsys.readouterr().err
 
 

@@ -350,7 +350,7 @@ def _cmd_predict(domain: Domain, ns: argparse.Namespace) -> int:
             continue
         if line:
             print(line, file=sys.stdout if out not in (None, "-") else sys.stderr)
-    return 1 if failed else 0
+    return 2 if failed else 0  # every failure above is the input's (named on stderr); internal errors raise
 
 
 def write_run_folder(domain: Domain, out: str | Path, converted: Converted) -> Path:
@@ -492,8 +492,9 @@ def run_cli(domain: Domain, argv: Sequence[str] | None = None) -> int:
     """Parses ``argv`` for ``domain`` and runs the command.
 
     Returns:
-        0 on success; 1 when some inputs failed (each named on stderr); 2 for usage, configuration, data or
-        checkpoint errors the user can fix (one ``error: ...`` line naming the file or field).
+        0 on success; 2 for usage, configuration, data, checkpoint or input errors the user can fix (one
+        ``error: ...`` line naming the file or field; with several inputs, each bad one is named and the good
+        ones are still processed); an internal error raises (Python's exit code 1, with its traceback).
     """
     ns = build_parser(domain).parse_args(argv)
     if domain.on_start:
