@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from shared_attention.engine import TrainConfig, load_bundled_config
 
@@ -55,6 +56,12 @@ class AnomalyDataConfig:
     Attributes:
         root: dataset root (MVTec AD / BTAD / MVTec 3D-AD layout). category: the category folder.
         resize: shorter side before the centre crop to ``model.image_size`` (default: no extra margin).
+        fit: how an image becomes the square network input: ``crop`` (shorter side to ``resize``, centre crop;
+            MVTec objects) or ``resize`` (the whole image resized to ``image_size`` squared, aspect not kept:
+            nothing is cut off, for photos of varying size and aspect such as the magnetic tiles).
+        cache_features: compute the frozen backbone's features of every training image (and flip, with
+            ``augment``) and of the validation set once, and train the heads on the cached features instead of
+            running the backbone at every step (same results, much faster).
         val_fraction: share of the normal training images held out for validation / model selection.
         val_synthetic: synthetic-defect copies per validation image (0: none; then AUROC is undefined and the
             reconstruction loss is monitored instead).
@@ -65,6 +72,8 @@ class AnomalyDataConfig:
     root: str = "data/ad-sample"
     category: str = "brick"
     resize: int | None = None
+    fit: Literal["crop", "resize"] = "crop"
+    cache_features: bool = False
     val_fraction: float = 0.15
     val_synthetic: int = 1
     augment: bool = False

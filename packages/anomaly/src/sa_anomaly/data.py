@@ -187,11 +187,29 @@ class AnomalyImageDataset(Dataset[dict[str, Any]]):
     """
 
     def __init__(
-        self, samples: list[Sample], image_size: int, resize: int | None = None, augment: bool = False, repeat: int = 1
+        self,
+        samples: list[Sample],
+        image_size: int,
+        resize: int | None = None,
+        augment: bool = False,
+        repeat: int = 1,
+        fit: str = "crop",
     ) -> None:
+        if fit not in ("crop", "resize"):
+            raise ValueError(f"data.fit must be 'crop' or 'resize', got {fit!r}")
         self.samples, self.image_size = samples, image_size
         self.resize = resize or image_size
-        self.augment, self.repeat = augment, repeat
+        self.augment, self.repeat, self.fit = augment, repeat, fit
+
+    def _fit(self, img: np.ndarray, nearest: bool = False) -> np.ndarray:
+        if self.fit == "resize":
+            import cv2
+
+            size = (self.image_size, self.image_size)
+            smaller = img.shape[0] * img.shape[1] >= self.image_size**2
+            inter = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA if smaller else cv2.INTER_LINEAR
+            return cv2.resize(img, size, interpolation=inter)
+        return resize_crop(img, self.resize, self.image_size, nearest=nearest)
 
     def __len__(self) -> int:
         return len(self.samples) * self.repeat
@@ -199,12 +217,12 @@ class AnomalyImageDataset(Dataset[dict[str, Any]]):
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         s = self.samples[i % len(self.samples)]
         raw = read_image(s.path)
-        img = resize_crop(raw, self.resize, self.image_size)
+        img = self._fit(raw)
         if s.mask is not None:
             m = read_mask(s.mask).astype(np.uint8)
             if m.shape != raw.shape[:2]:
                 raise ValueError(f"{s.mask}: mask size {m.shape} differs from its image {s.path}")
-            mask = resize_crop(m, self.resize, self.image_size, nearest=True) > 0
+            mask = self._fit(m, nearest=True) > 0
         else:
             mask = np.zeros((self.image_size, self.image_size), bool)
         return img, mask

@@ -101,6 +101,99 @@ def evaluate_dataset(
     return res
 
 
+class FeatureCache:
+    """Frozen backbone features of a dataset computed once: per level ``(N * V, C, h, w)`` float32 on the CPU,
+    ``V`` flip variants per image (1, or 4 with ``augment``: none, horizontal, vertical, both), plus the items'
+    masks / labels when ``keep_items`` (a fixed validation set).
+
+    The backbone is frozen, so training the heads on cached features equals training on the images (for the
+    flip variants the features of the flipped image are cached, not flipped features).
+    """
+
+    def __init__(self, levels: list[torch.Tensor], images: int, variants: int, items: dict[str, torch.Tensor]) -> None:
+        self.levels, self.images, self.variants, self.items = levels, images, variants, items
+
+    @classmethod
+    @torch.no_grad()
+    def build(
+        cls, model: nn.Module, dataset: Dataset[Any], augment: bool, batch_size: int = 8, keep_items: bool = False
+    ) -> FeatureCache:
+        """Runs the model's frozen extractor once over ``dataset`` (and its flips when ``augment``)."""
+        from tqdm.auto import tqdm
+
+        fod = cast("FODAnomalyModel", model)
+        device = next(model.parameters()).device
+        flips: list[tuple[int, ...]] = [(), (3,), (2,), (2, 3)] if augment else [()]
+        per_variant: list[list[list[torch.Tensor]]] = [[] for _ in flips]
+        items: dict[str, list[torch.Tensor]] = {"mask": [], "label": [], "index": []}
+        count = 0
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+        for batch in tqdm(loader, desc="caching features", leave=False, disable=len(loader) < 4):
+            images = batch["image"].to(device)
+            for v, dims in enumerate(flips):
+                feats = fod.features(images.flip(dims) if dims else images)
+                per_variant[v].append([f.float().cpu() for f in feats])
+            if keep_items:
+                for k in items:
+                    items[k].append(batch[k])
+            count += images.shape[0]
+        if count == 0:
+            raise ValueError("no images to cache features of")
+        n_levels = len(per_variant[0][0])
+        # image-major order: row i * V + v is image i's variant v
+        levels = [
+            torch.stack([torch.cat([b[lvl] for b in per_variant[v]]) for v in range(len(flips))], 1).flatten(0, 1)
+            for lvl in range(n_levels)
+        ]
+        return cls(levels, count, len(flips), {k: torch.cat(v) for k, v in items.items() if v})
+
+    def reference_sums(self) -> list[torch.Tensor]:
+        """Per level the sum over images of the un-flipped features (FOD's reference is their mean)."""
+        return [lvl[:: self.variants].sum(0) for lvl in self.levels]
+
+    def features(self, row: int) -> list[torch.Tensor]:
+        """Per level ``(C, h, w)`` of cache row ``row``."""
+        return [lvl[row] for lvl in self.levels]
+
+    def as_dataset(self) -> Dataset[dict[str, Any]]:
+        """A fixed dataset of ``{"features", "mask", "label", "index"}`` items (needs ``keep_items``)."""
+        return _CachedItems(self)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the cached features."""
+        return sum(lvl.numel() * lvl.element_size() for lvl in self.levels)
+
+
+class _CachedItems(Dataset[dict[str, Any]]):
+    def __init__(self, cache: FeatureCache) -> None:
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return self.cache.images
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"features": self.cache.features(i)}
+        out.update({k: v[i] for k, v in self.cache.items.items()})
+        return out
+
+
+class CachedFeatureDataset(Dataset[dict[str, Any]]):
+    """Training items from a :class:`FeatureCache`: image ``i``'s features, a random flip variant each time
+    (drawn from torch's generator, which the engine seeds and checkpoints), ``repeat`` passes per epoch."""
+
+    def __init__(self, cache: FeatureCache, repeat: int = 1) -> None:
+        self.cache, self.repeat = cache, repeat
+
+    def __len__(self) -> int:
+        return self.cache.images * self.repeat
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image = i % self.cache.images
+        variant = int(torch.randint(self.cache.variants, ())) if self.cache.variants > 1 else 0
+        return {"features": self.cache.features(image * self.cache.variants + variant), "index": image}
+
+
 class AnomalyTask(TaskHooks):
     """FOD on the shared engine, one model per category.
 
@@ -113,6 +206,8 @@ class AnomalyTask(TaskHooks):
     def __init__(self, cfg: ADConfig) -> None:
         self.cfg = cfg
         self._split: tuple[list[Any], list[Any]] | None = None
+        self._cache: FeatureCache | None = None
+        self._model: nn.Module | None = None
 
     def split(self) -> tuple[list[Any], list[Any]]:
         """``(train samples, validation samples)`` from the category's normal training images."""
@@ -126,27 +221,47 @@ class AnomalyTask(TaskHooks):
     def _dataset(self, samples: list[Any], augment: bool = False, repeat: int = 1) -> Any:
         from .data import AnomalyImageDataset
 
-        return AnomalyImageDataset(samples, self.cfg.model.image_size, self.cfg.data.resize, augment, repeat)
+        d = self.cfg.data
+        return AnomalyImageDataset(samples, self.cfg.model.image_size, d.resize, augment, repeat, d.fit)
 
     def build_model(self) -> nn.Module:
         model = build_model(self.cfg)
-        compute_references(model, self._dataset(self.split()[0]), self.cfg.train.eval_batch_size or 8)
+        batch = self.cfg.train.eval_batch_size or 8
+        if self.cfg.data.cache_features:
+            self._cache = FeatureCache.build(model, self._dataset(self.split()[0]), self.cfg.data.augment, batch)
+            cast("FODAnomalyModel", model).set_references(self._cache.reference_sums(), self._cache.images)
+        else:
+            compute_references(model, self._dataset(self.split()[0]), batch)
+        self._model = model
         return model
 
-    def build_datasets(self) -> tuple[Dataset[Any], Dataset[Any] | None]:
+    def _val_images(self) -> Dataset[Any] | None:
+        """The validation images: held-out normal ones plus their synthetic-defect copies (None: no hold-out)."""
         from .data import SyntheticValidationDataset
 
         d = self.cfg.data
-        train_s, val_s = self.split()
-        train = self._dataset(train_s, d.augment, d.repeat)
-        val = SyntheticValidationDataset(self._dataset(val_s), d.val_synthetic, d.seed) if val_s else None
-        return train, val
+        val_s = self.split()[1]
+        return SyntheticValidationDataset(self._dataset(val_s), d.val_synthetic, d.seed) if val_s else None
+
+    def build_datasets(self) -> tuple[Dataset[Any], Dataset[Any] | None]:
+
+        d = self.cfg.data
+        train_s, _ = self.split()
+        val: Dataset[Any] | None = self._val_images()
+        if d.cache_features and self._cache is not None and self._model is not None:
+            train: Dataset[Any] = CachedFeatureDataset(self._cache, d.repeat)
+            if val is not None:
+                batch = self.cfg.train.eval_batch_size or 8
+                val = FeatureCache.build(self._model, val, False, batch, keep_items=True).as_dataset()
+            return train, val
+        return self._dataset(train_s, d.augment, d.repeat), val
 
     def training_step(self, model: nn.Module, batch: Any) -> Mapping[str, torch.Tensor]:
         from .losses import fod_loss
 
         total: dict[str, torch.Tensor] = {}
-        for i, (tokens, out) in enumerate(model(batch["image"])):
+        outputs = model(features=batch["features"]) if "features" in batch else model(batch["image"])
+        for i, (tokens, out) in enumerate(outputs):
             terms = fod_loss(tokens, out, self.cfg.loss.lambda1, self.cfg.loss.lambda2)
             for k, v in terms.items():
                 total[k] = total[k] + v if k in total else v
@@ -157,7 +272,13 @@ class AnomalyTask(TaskHooks):
     def validation_step(self, model: nn.Module, batch: Any) -> Mapping[str, torch.Tensor]:
         import torch.nn.functional as F
 
-        maps = anomaly_maps(model, batch["image"])  # (B, S, S)
+        if "features" in batch:
+            from .models.fod import anomaly_maps_from_outputs
+
+            size = self.cfg.model.image_size
+            maps = anomaly_maps_from_outputs(model(features=batch["features"], intra_maps=False), size)
+        else:
+            maps = anomaly_maps(model, batch["image"])  # (B, S, S)
         small = F.adaptive_avg_pool2d(maps[:, None], 64)[:, 0]  # pixel AUROC on a 64 px grid keeps it light
         mask = F.adaptive_max_pool2d(batch["mask"], 64)[:, 0]
         from .metrics import image_scores
@@ -187,7 +308,7 @@ class AnomalyTask(TaskHooks):
         """Writes ``samples/step_N.png``: a few validation images with their heatmap overlays."""
         from .imageio import heatmap_overlay, write_png
 
-        train, val = self.build_datasets()
+        val = self._val_images()
         n_val = 0 if val is None else len(cast(Sized, val))  # SyntheticValidationDataset defines __len__
         if val is None or n_val == 0:
             return

@@ -293,11 +293,23 @@ class FODAnomalyModel(nn.Module):
             getattr(self, f"reference_{i}").copy_(s / max(count, 1))
 
     def forward(
-        self, images: Tensor, intra_maps: bool = True, inter_maps: bool = True
+        self,
+        images: Tensor | None = None,
+        intra_maps: bool = True,
+        inter_maps: bool = True,
+        features: Sequence[Tensor] | None = None,
     ) -> list[tuple[Tensor, FODOutput]]:
-        """Per level ``(tokens (B, L, C), FODOutput)`` with row-normalised targets."""
+        """Per level ``(tokens (B, L, C), FODOutput)`` with row-normalised targets.
+
+        ``images`` ``(B, 3, S, S)`` in [0, 1], or ``features``: the frozen extractor's per-level ``(B, C, h, w)``
+        output computed earlier (training on cached features skips the backbone).
+        """
+        if features is None:
+            if images is None:
+                raise ValueError("give images or features")
+            features = self.features(images)
         outs = []
-        for feat, head, ref, grid in zip(self.features(images), self.heads, self.references(), self.grids):
+        for feat, head, ref, grid in zip(features, self.heads, self.references(), self.grids):
             tokens = feat.flatten(2).transpose(1, 2)  # (B, L, C)
             ref_tokens = ref.flatten(1).t()[None]  # (1, L, C)
             outs.append((tokens, head(tokens, ref_tokens, grid, intra_maps, inter_maps, normalize_targets=True)))
