@@ -232,10 +232,15 @@ def test_wrong_sample_rate_and_stereo_wav(client, kit, sample_png):
 def test_volume_limits_and_gzip_bomb(client, kit, sample_png):
     r = client.post("/v1/medseg/predict", files={"file": ("big.nii.gz", kit.nifti_bytes((30, 30, 30)))})
     assert r.status_code == 413 and "27,000 voxels" in detail(r)
-    bomb = kit.gzip(b"\x00" * (8 * 1024 * KiB))  # 8 MiB of zeros, ~8 KiB compressed; cap 4 MiB
+    # a valid small header whose voxels start 8 MiB in (8 MiB of zeros, ~8 KiB compressed; cap 4 MiB)
+    head = bytearray(kit.nifti_bytes((6, 5, 4), gz=False))
+    head[108:112] = struct.pack("<f", float(8 * 1024 * KiB))
+    bomb = kit.gzip(bytes(head) + b"\x00" * (8 * 1024 * KiB))
     assert len(bomb) < 64 * KiB
     r = client.post("/v1/medseg/predict", files={"file": ("bomb.nii.gz", bomb)})
     assert r.status_code == 413 and "inflates" in detail(r)
+    r = client.post("/v1/medseg/predict", files={"file": ("zeros.nii.gz", kit.gzip(b"\x00" * (8 * 1024 * KiB)))})
+    assert r.status_code == 415 and "not a NIfTI-1 file" in detail(r)
     r = client.post("/v1/medseg/predict", files={"file": ("t.nii", kit.nifti_bytes((6, 5, 4), gz=False)[:400])})
     assert r.status_code == 400 and "truncated NIfTI" in detail(r)
     assert_alive(client, sample_png)

@@ -85,8 +85,14 @@ def test_check_volume(kit):
     assert check_volume(kit.nifti_bytes((6, 5, 4), gz=False), "application/x-nifti", 1000, 10**6) == (6, 5, 4)
     with pytest.raises(UploadError, match="120 voxels"):
         check_volume(kit.nifti_bytes((6, 5, 4)), "application/gzip", 100, 10**6)
-    with pytest.raises(UploadError, match="inflates"):
+    with pytest.raises(UploadError, match="not a NIfTI-1 file") as exc:  # header first: nothing inflated
         check_volume(kit.gzip(b"\x00" * 10**6), "application/gzip", 10**9, 10**5)
+    assert exc.value.status == 415
+    big = bytearray(kit.nifti_bytes((6, 5, 4), gz=False))
+    big[108:112] = struct.pack("<f", float(10**6))  # voxels start at 1 MB: the declared size is over the cap
+    with pytest.raises(UploadError, match="inflates") as exc:
+        check_volume(kit.gzip(bytes(big) + b"\x00" * 10**6), "application/gzip", 10**9, 10**5)
+    assert exc.value.status == 413
     with pytest.raises(UploadError, match="truncated gzip"):
         check_volume(kit.nifti_bytes((6, 5, 4))[:-20], "application/gzip", 1000, 10**6)
     bad = bytearray(kit.nifti_bytes((6, 5, 4), gz=False))

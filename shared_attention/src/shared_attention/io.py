@@ -1,7 +1,8 @@
-"""Media bytes with the standard library and numpy only: header sniffing, PNG and WAV encoding, test inputs.
+"""Media bytes: header sniffing, PNG and WAV encoding, NIfTI headers, titled preview panels, test inputs.
 
 Every domain package and the server read, check and write the same few formats; this module is the one place
-that knows their bytes. Nothing here decodes pixels (decoding stays with OpenCV in the packages that have it):
+that knows their bytes. Nothing here decodes pixels (decoding stays with OpenCV in the packages that have it);
+the byte-level parts need the standard library and numpy only:
 
 * :func:`sniff_media_type` names the format from magic bytes; :func:`image_dimensions` reads ``(width, height)``
   from a PNG / JPEG / BMP / GIF / WebP header only. PNG files are walked chunk by chunk (CRC checked, ``IEND``
@@ -9,12 +10,21 @@ that knows their bytes. Nothing here decodes pixels (decoding stays with OpenCV 
   so truncated or corrupt files are refused before anything is decoded. :func:`check_pixels` refuses empty
   images and more than ``max_pixels`` pixels (a decompression bomb is a tiny file declaring a huge image).
 * :func:`encode_png` / :func:`write_png`: zlib + the five PNG row filters (chosen per row, the usual
-  minimum-sum-of-absolute-differences heuristic); 8 or 16 bit, gray / RGB / RGBA. Float input in ``[0, 1]`` is
-  clipped and rounded half up: ``floor(clip(x, 0, 1) * 255 + 0.5)``.
+  minimum-sum-of-absolute-differences heuristic); 8 or 16 bit, gray / RGB / RGBA, optional ``tEXt`` entries.
+  Float input in ``[0, 1]`` is clipped and rounded half up: ``floor(clip(x, 0, 1) * 255 + 0.5)``.
 * :func:`wav_format` parses a RIFF/WAVE header; :func:`encode_wav` / :func:`write_wav` write 16-bit PCM
   (float input scaled by 32768, the scale readers such as libsndfile divide by, rounded and clipped to the
   int16 range) or 32-bit float.
+* :func:`read_nifti_header` reads a NIfTI-1 header (``.nii`` or ``.nii.gz``; of a gzip stream only the first
+  352 bytes are inflated) and refuses too many voxels before anything else is read; :func:`iter_nifti_bytes`
+  then gives exactly the declared bytes in bounded steps (a shorter file is refused, data after the voxels is
+  not inflated). :func:`parse_nifti_header` and :func:`iter_gunzip_bounded` are the two halves.
 * :func:`synth_png` / :func:`synth_wav`: small deterministic inputs for warm-ups and tests.
+
+Previews (these draw text with OpenCV, imported when called; the packages that draw them depend on it):
+:func:`titled_panels` puts images side by side under titles, with a :func:`class_legend` (colour swatches and
+names) below and / or a :func:`colour_bar` (the JET scale of :func:`colourize`) on the right, in a
+:class:`PanelStyle` (black on white by default, :data:`DARK_PANELS` for scans).
 
 Errors are :class:`MediaError` (a ``ValueError``) whose message starts with the ``name`` of the input;
 :class:`MediaTooLargeError` and :class:`UnsupportedMediaError` refine it so callers can map them (e.g. to HTTP
@@ -23,31 +33,50 @@ Errors are :class:`MediaError` (a ``ValueError``) whose message starts with the 
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 __all__ = [
+    "ByteSource",
+    "DARK_PANELS",
+    "LIGHT_PANELS",
+    "NIFTI_DTYPE_BYTES",
+    "NIFTI_HEADER_BYTES",
     "PNG_SIGNATURE",
     "MediaError",
     "MediaTooLargeError",
+    "NiftiHeader",
+    "PanelStyle",
     "UnsupportedMediaError",
     "WavFormat",
     "check_pixels",
+    "class_legend",
+    "colour_bar",
+    "colourize",
     "encode_png",
     "encode_wav",
     "image_dimensions",
+    "iter_gunzip_bounded",
+    "iter_nifti_bytes",
+    "parse_nifti_header",
     "png_chunk",
+    "read_nifti_header",
     "sniff_media_type",
     "synth_audio",
     "synth_image",
     "synth_png",
     "synth_wav",
+    "synth_nifti_header",
+    "gzip_with_zeros",
+    "titled_panels",
     "wav_format",
     "write_png",
     "write_wav",
@@ -62,11 +91,17 @@ class MediaError(ValueError):
 
 
 class MediaTooLargeError(MediaError):
-    """A header declares more pixels than allowed (a possible decompression bomb)."""
+    """A header declares more pixels or voxels than allowed (a possible decompression bomb)."""
 
 
 class UnsupportedMediaError(MediaError):
-    """A well-formed file in an encoding that is not handled (e.g. a compressed WAV)."""
+    """A file of another format, or a well-formed one in an encoding that is not handled (e.g. a compressed
+    WAV, an unknown NIfTI datatype)."""
+
+
+def _prefix(name: str) -> str:
+    """The start of a message about the input ``name`` (nothing when it has no name)."""
+    return f"{name}: " if name else ""
 
 
 # ------------------------------------------------------------------------------------------------ sniffing
@@ -258,26 +293,30 @@ def check_pixels(width: int, height: int, max_pixels: int, name: str = "<bytes>"
 # ----------------------------------------------------------------------------------------------- PNG writing
 
 
-def _png_samples(img: np.ndarray) -> np.ndarray:
-    """``img`` as uint8 / uint16 samples of shape (H, W) or (H, W, 3|4), following :func:`encode_png`."""
+def _png_samples(img: np.ndarray, what: str = "encode_png") -> np.ndarray:
+    """``img`` as uint8 / uint16 samples of shape (H, W) or (H, W, 3|4), following :func:`encode_png`; ``what``
+    starts the error messages."""
     arr = np.asarray(img)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
-        raise ValueError(f"encode_png expects HxW gray, HxWx3 RGB or HxWx4 RGBA, got shape {arr.shape}")
+        raise ValueError(f"{what} expects HxW gray, HxWx3 RGB or HxWx4 RGBA, got shape {arr.shape}")
     if arr.size == 0:
-        raise ValueError(f"encode_png got an empty image of shape {arr.shape}")
+        raise ValueError(f"{what} got an empty image of shape {arr.shape}")
     if arr.dtype in (np.uint8, np.uint16):
         return arr
     if arr.dtype.kind in "fb":
-        x = np.clip(np.asarray(arr, dtype=np.float64), 0.0, 1.0)
-        return np.floor(x * 255.0 + 0.5).astype(np.uint8)
+        out = np.empty(arr.shape, np.uint8)
+        for r in range(0, arr.shape[0], 256):  # a block of rows at a time: no full-size float64 temporaries
+            x = np.clip(np.asarray(arr[r : r + 256], dtype=np.float64), 0.0, 1.0)
+            out[r : r + 256] = np.floor(x * 255.0 + 0.5)
+        return out
     if arr.dtype.kind in "iu":
         lo, hi = int(arr.min()), int(arr.max())
         if lo >= 0 and hi <= 0xFFFF:
             return arr.astype(np.uint8 if hi <= 0xFF else np.uint16)
-        raise ValueError(f"encode_png: integer samples must lie in [0, 65535], got [{lo}, {hi}]")
-    raise ValueError(f"encode_png: unsupported sample type {arr.dtype}")
+        raise ValueError(f"{what}: integer samples must lie in [0, 65535], got [{lo}, {hi}]")
+    raise ValueError(f"{what}: unsupported sample type {arr.dtype}")
 
 
 def _filtered_rows(raw: np.ndarray, bpp: int, rows_per_block: int) -> Iterator[bytes]:
@@ -326,7 +365,18 @@ def png_chunk(ctype: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
 
 
-def encode_png(img: np.ndarray, compression: int = 3) -> bytes:
+def _text_chunk(key: str, value: str) -> bytes:
+    """A ``tEXt`` chunk; raises ValueError naming the entry that PNG text cannot hold."""
+    try:
+        k, v = key.encode("latin-1"), str(value).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"PNG text {key!r}: not Latin-1: {exc}") from exc
+    if not 1 <= len(k) <= 79 or b"\0" in k or b"\0" in v:
+        raise ValueError(f"PNG text {key!r}: keywords have 1-79 characters and no NUL")
+    return png_chunk(b"tEXt", k + b"\0" + v)
+
+
+def encode_png(img: np.ndarray, compression: int = 3, text: Mapping[str, str] | None = None) -> bytes:
     """PNG bytes of an image (gray, RGB or RGBA; 8 or 16 bit).
 
     Args:
@@ -335,13 +385,17 @@ def encode_png(img: np.ndarray, compression: int = 3) -> bytes:
             half up to 8 bit (``floor(clip(x, 0, 1) * 255 + 0.5)``); other integers are written as 8 bit when
             they lie in ``[0, 255]``, 16 bit when in ``[0, 65535]`` (label maps).
         compression: zlib level, 0 (none) to 9 (smallest).
+        text: ``tEXt`` entries written after ``IHDR`` (keywords of 1-79 Latin-1 characters, Latin-1 values),
+            e.g. the values at the ends of a heatmap's colour scale.
 
     Returns:
-        The bytes of a PNG file (``IHDR``, one ``IDAT``, ``IEND``).
+        The bytes of a PNG file (``IHDR``, a ``tEXt`` per text entry, one ``IDAT``, ``IEND``).
 
     Raises:
-        ValueError: unsupported shape, empty image, unsupported sample type or out-of-range integers.
+        ValueError: unsupported shape, empty image, unsupported sample type, out-of-range integers, or a text
+            entry PNG cannot hold (the message names its keyword).
     """
+    chunks = [_text_chunk(k, v) for k, v in (text or {}).items()]
     arr = _png_samples(img)
     h, w = arr.shape[:2]
     channels = 1 if arr.ndim == 2 else arr.shape[2]
@@ -352,8 +406,8 @@ def encode_png(img: np.ndarray, compression: int = 3) -> bytes:
     z = zlib.compressobj(int(compression))
     rows_per_block = max(1, (1 << 20) // raw.shape[1])
     idat = b"".join(z.compress(block) for block in _filtered_rows(raw, bpp, rows_per_block)) + z.flush()
-    ihdr = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
-    return PNG_SIGNATURE + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+    ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0))
+    return b"".join([PNG_SIGNATURE, ihdr, *chunks, png_chunk(b"IDAT", idat), png_chunk(b"IEND", b"")])
 
 
 def _write_public(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -489,6 +543,518 @@ def write_wav(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: in
     return _write_public(path, encode_wav(samples, sample_rate))
 
 
+# ------------------------------------------------------------------------------------------------------ NIfTI
+
+#: the NIfTI-1 header (348 bytes) and the 4-byte extension flag after it
+NIFTI_HEADER_BYTES = 352
+#: bytes per voxel of each NIfTI-1 ``datatype`` code (nibabel's set: ints, floats, complex, RGB(A))
+NIFTI_DTYPE_BYTES: dict[int, int] = {
+    2: 1,
+    4: 2,
+    8: 4,
+    16: 4,
+    32: 8,
+    64: 8,
+    128: 3,
+    256: 1,
+    512: 2,
+    768: 4,
+    1024: 8,
+    1280: 8,
+    1536: 16,
+    1792: 16,
+    2048: 32,
+    2304: 4,
+}
+_GZ_IN_CHUNK = 64 * 1024  # compressed bytes fed per step
+_GZ_OUT_CHUNK = 1 << 20  # the most inflated bytes produced per step
+_RAW_CHUNK = 16 << 20  # the most bytes of an uncompressed file read per step
+
+#: in-memory bytes, or a binary file object that can seek (it is rewound for each pass)
+ByteSource = bytes | bytearray | memoryview | BinaryIO
+
+
+@dataclass(frozen=True)
+class NiftiHeader:
+    """What a NIfTI-1 header declares.
+
+    Attributes:
+        shape: ``dim[1:dim[0] + 1]``. datatype: the ``datatype`` code. itemsize: bytes per voxel.
+        offset: where the voxels of a single ``.nii`` file start (at least 352; 0 for a ``.hdr``).
+        single_file: magic ``n+1`` (header and voxels in one file) rather than ``ni1`` (a ``.hdr``/``.img`` pair).
+    """
+
+    shape: tuple[int, ...]
+    datatype: int
+    itemsize: int
+    offset: int
+    single_file: bool
+
+    @property
+    def voxels(self) -> int:
+        """The number of voxels (product of the shape)."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """The length of a complete single-file NIfTI: ``offset + voxels * itemsize``."""
+        return self.offset + self.voxels * self.itemsize
+
+
+def parse_nifti_header(head: bytes, name: str = "<bytes>") -> NiftiHeader:
+    """Parses the first 348 bytes of a NIfTI-1 file (either byte order) without reading any voxels.
+
+    Args:
+        head: the file's first bytes (inflated, for a ``.nii.gz``).
+        name: what error messages call the input (no prefix when empty).
+
+    Returns:
+        The :class:`NiftiHeader`.
+
+    Raises:
+        UnsupportedMediaError: not NIfTI-1 (``sizeof_hdr`` or magic) or an unknown datatype code.
+        MediaError: a truncated header, invalid ``dim`` or ``vox_offset``.
+    """
+    pre = _prefix(name)
+    endian = next((e for e in ("<", ">") if head[:4] == struct.pack(e + "i", 348)), None)
+    if endian is None:
+        raise UnsupportedMediaError(f"{pre}not a NIfTI-1 file (sizeof_hdr is not 348)")
+    if len(head) < 348:
+        raise MediaError(f"{pre}truncated NIfTI: the header needs 348 bytes, {len(head)} present")
+    magic = bytes(head[344:348])
+    if magic not in (b"n+1\x00", b"ni1\x00"):
+        raise UnsupportedMediaError(f"{pre}not a NIfTI-1 file (bad magic {magic!r})")
+    dim = struct.unpack(endian + "8h", head[40:56])
+    if not 1 <= dim[0] <= 7:
+        raise MediaError(f"{pre}invalid NIfTI header: dim[0]={dim[0]}")
+    shape = tuple(int(d) for d in dim[1 : 1 + dim[0]])
+    if any(d <= 0 for d in shape):
+        raise MediaError(f"{pre}invalid NIfTI shape {shape}")
+    (datatype,) = struct.unpack(endian + "h", head[70:72])
+    if datatype not in NIFTI_DTYPE_BYTES:
+        raise UnsupportedMediaError(f"{pre}unsupported NIfTI datatype code {datatype}")
+    (vox_offset,) = struct.unpack(endian + "f", head[108:112])
+    single = magic == b"n+1\x00"
+    if single and not (math.isfinite(vox_offset) and 0 <= vox_offset < 2**31):
+        raise MediaError(f"{pre}invalid NIfTI header: vox_offset={vox_offset}")
+    # a .nii's voxels start at 352 at the earliest (the spec); a smaller vox_offset is sized as 352
+    offset = max(int(vox_offset), NIFTI_HEADER_BYTES) if single else 0
+    return NiftiHeader(shape, int(datatype), NIFTI_DTYPE_BYTES[datatype], offset, single)
+
+
+def iter_gunzip_bounded(read: Callable[[int], bytes], limit: int, name: str = "<bytes>") -> Iterator[bytes]:
+    """Inflates a gzip stream (members in sequence, zero padding after them allowed) in bounded steps, stopping
+    after ``limit`` bytes.
+
+    Compressed input is read 64 KiB at a time and at most 1 MiB is inflated per step, so memory stays bounded
+    whatever the stream declares; nothing is kept here (the caller keeps or drops the chunks).
+
+    Args:
+        read: ``read(n) -> bytes`` of the compressed input (``b""`` at its end), e.g. a file's ``read``.
+        limit: the most bytes to inflate. At the limit the stream must either end there (its CRC / size
+            trailer present) or go on (what follows is neither read further nor inflated).
+        name: what error messages call the input (no prefix when empty).
+
+    Yields:
+        Inflated chunks of at most 1 MiB each, ``limit`` bytes in all unless the stream ends properly before.
+
+    Raises:
+        MediaError: corrupt gzip data, or a stream cut before its end.
+    """
+    pre = _prefix(name)
+    count, src = 0, b""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    exhausted = False
+
+    def more() -> bytes:
+        nonlocal exhausted
+        chunk = b"" if exhausted else read(_GZ_IN_CHUNK)
+        exhausted = exhausted or not chunk
+        return chunk
+
+    def cut(what: str) -> MediaError:
+        return MediaError(f"{pre}truncated gzip data ({what} after {count:,} of {limit:,} inflated bytes)")
+
+    try:
+        while count < limit:
+            if d.eof:  # a member ended: another may follow; zero padding ends the stream
+                src = d.unused_data or more()
+                while src and not src.strip(b"\x00"):
+                    src = more()
+                if not src:
+                    return
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            if not src:
+                src = more()
+            out = d.decompress(src, min(_GZ_OUT_CHUNK, limit - count))
+            src = d.unconsumed_tail
+            if not out and not src and not d.eof and exhausted:
+                raise cut("the stream ends")
+            count += len(out)
+            if out:
+                yield out
+        while not d.eof:  # at the limit: the member ends here (trailer checked) or more output follows
+            if not src:
+                src = more()
+            if d.decompress(src, 1):
+                return
+            src = d.unconsumed_tail
+            if not src and not d.eof and exhausted:
+                raise cut("the CRC / size trailer is missing")
+    except zlib.error as exc:
+        raise MediaError(f"{pre}corrupt gzip data: {exc}") from exc
+
+
+def _rewind(source: ByteSource) -> Callable[[int], bytes]:
+    """``read(n)`` from the start of ``source``: slices of in-memory bytes (no copy of the whole), or the file
+    object's own ``read`` after ``seek(0)``."""
+    if not isinstance(source, bytes | bytearray | memoryview):
+        source.seek(0)
+        return source.read
+    view, pos = memoryview(source), 0
+
+    def read(n: int) -> bytes:
+        nonlocal pos
+        chunk = bytes(view[pos : pos + n])
+        pos += len(chunk)
+        return chunk
+
+    return read
+
+
+def _read_bounded(read: Callable[[int], bytes], limit: int) -> Iterator[bytes]:
+    """Up to ``limit`` bytes of ``read``, at most 16 MiB per chunk."""
+    left = limit
+    while left > 0:
+        chunk = read(min(left, _RAW_CHUNK))
+        if not chunk:
+            return
+        left -= len(chunk)
+        yield chunk
+
+
+def read_nifti_header(
+    source: ByteSource, name: str = "<bytes>", max_voxels: int | None = None, gzipped: bool | None = None
+) -> tuple[NiftiHeader, bool]:
+    """Reads the header of a ``.nii`` or ``.nii.gz`` before anything else; of a gzip stream only the first 352
+    bytes are inflated.
+
+    Args:
+        source: the file's bytes or a seekable binary file object (read from its start).
+        name: what error messages call the input (no prefix when empty).
+        max_voxels: refuse a header that declares more voxels (None: no limit).
+        gzipped: whether ``source`` is gzip'd (None: from its magic bytes).
+
+    Returns:
+        ``(header, gzipped)``; pass both to :func:`iter_nifti_bytes` for the voxels.
+
+    Raises:
+        MediaTooLargeError: more than ``max_voxels`` voxels declared.
+        UnsupportedMediaError / MediaError: as :func:`parse_nifti_header` and :func:`iter_gunzip_bounded`, or
+            an empty file.
+    """
+    first = _rewind(source)(NIFTI_HEADER_BYTES)
+    if not first:
+        raise MediaError(f"{_prefix(name)}empty file")
+    gz = first[:2] == b"\x1f\x8b" if gzipped is None else gzipped
+    head = b"".join(iter_gunzip_bounded(_rewind(source), NIFTI_HEADER_BYTES, name)) if gz else first
+    hdr = parse_nifti_header(head, name)
+    if max_voxels is not None and hdr.voxels > max_voxels:
+        raise MediaTooLargeError(
+            f"{_prefix(name)}volume {hdr.shape} has {hdr.voxels:,} voxels, above the limit of {max_voxels:,} "
+            "(NIfTI header)"
+        )
+    return hdr, gz
+
+
+def iter_nifti_bytes(source: ByteSource, header: NiftiHeader, gzipped: bool, name: str = "<bytes>") -> Iterator[bytes]:
+    """The first ``header.nbytes`` bytes of a single-file NIfTI (header and voxels; inflated when ``gzipped``),
+    in bounded chunks (at most 16 MiB); a header cannot make one huge allocation, data after the declared voxels
+    is not read.
+
+    Args:
+        source: what :func:`read_nifti_header` read (read again from its start).
+        header: gzipped: what :func:`read_nifti_header` returned.
+        name: what error messages call the input (no prefix when empty).
+
+    Yields:
+        Byte chunks, ``header.nbytes`` in all.
+
+    Raises:
+        MediaError: the header is a ``.hdr`` of a ``.hdr``/``.img`` pair, the file is shorter than its header
+            declares, or (gzip) corrupt or cut.
+    """
+    pre = _prefix(name)
+    if not header.single_file:
+        raise MediaError(f"{pre}the header of a .hdr/.img pair; give a single .nii or .nii.gz file")
+    need, have = header.nbytes, 0
+    read = _rewind(source)
+    for chunk in iter_gunzip_bounded(read, need, name) if gzipped else _read_bounded(read, need):
+        have += len(chunk)
+        yield chunk
+    if have < need:
+        raise MediaError(f"{pre}truncated NIfTI: the header declares {need:,} bytes, {have:,} present")
+
+
+# ---------------------------------------------------------------------------------------- panels and legends
+
+
+@dataclass(frozen=True)
+class PanelStyle:
+    """The colours of :func:`titled_panels`, :func:`class_legend` and :func:`colour_bar` (RGB, 0-255).
+
+    Attributes:
+        background: behind titles, between panels and around legends. foreground: the text.
+    """
+
+    background: tuple[int, int, int] = (255, 255, 255)
+    foreground: tuple[int, int, int] = (0, 0, 0)
+
+
+#: black text on white (the default)
+LIGHT_PANELS = PanelStyle()
+#: light grey text on near-black, for scans
+DARK_PANELS = PanelStyle((24, 24, 24), (235, 235, 235))
+_MIN_FONT_SCALE = 0.35
+
+
+def _strip_font(strip: int) -> tuple[float, int]:
+    """(font scale, stroke thickness) of text in a strip ``strip`` pixels tall."""
+    return strip / 32, 1 if strip < 40 else 2
+
+
+def _font(height: int) -> tuple[float, int, int]:
+    """(font scale, thickness, text strip height) for text next to panels ``height`` pixels tall."""
+    strip = min(48, max(18, height // 12))
+    return (*_strip_font(strip), strip)
+
+
+def _text_size(text: str, scale: float, thick: int) -> tuple[int, int, int]:
+    """(width, height above the baseline, depth below it) of ``text`` in OpenCV's plain sans-serif font."""
+    import cv2
+
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    return int(w), int(h), int(base)
+
+
+def _fit_text(text: str, width: int, scale: float, thick: int) -> tuple[float, int]:
+    """A font scale at most ``scale`` (down to 0.35) at which ``text`` fits ``width`` pixels where it can, and
+    the text's width at that scale (more than ``width`` when even the smallest scale is too wide)."""
+    tw = _text_size(text, scale, thick)[0]
+    while tw > width and scale > _MIN_FONT_SCALE:
+        scale = max(_MIN_FONT_SCALE, scale * 0.9)
+        tw = _text_size(text, scale, thick)[0]
+    return scale, tw
+
+
+def _put_text(
+    canvas: np.ndarray, text: str, x: int, y: int, scale: float, thick: int, colour: tuple[int, int, int]
+) -> None:
+    """Draws ``text`` into a uint8 RGB canvas with its baseline at row ``y`` (a row of a line: see
+    :func:`_baseline`)."""
+    import cv2
+
+    cv2.putText(canvas, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick, cv2.LINE_AA)
+
+
+def _baseline(text: str, scale: float, thick: int, top: int, line: int) -> int:
+    """The baseline row that centres ``text`` in the line of ``line`` pixels starting at row ``top``."""
+    _, th, base = _text_size(text, scale, thick)
+    return top + th + max(0, (line - th - base) // 2)
+
+
+def _canvas(height: int, width: int, style: PanelStyle) -> np.ndarray:
+    out = np.empty((height, width, 3), np.uint8)
+    out[:] = style.background
+    return out
+
+
+def _rgb8(img: np.ndarray) -> np.ndarray:
+    """An image as ``(H, W, 3)`` uint8 RGB: samples as :func:`encode_png` reads them, 16 bit cut to 8, gray
+    repeated, alpha dropped."""
+    arr = _png_samples(img, "titled_panels")
+    if arr.dtype == np.uint16:
+        arr = (arr >> 8).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def _enlarge(img: np.ndarray, k: int) -> np.ndarray:
+    """Each pixel as a ``k`` x ``k`` block (nearest neighbour by a whole factor: pixels kept exactly)."""
+    return np.repeat(np.repeat(img, k, axis=0), k, axis=1)
+
+
+def _to_height(img: np.ndarray, height: int) -> np.ndarray:
+    """``img`` scaled to ``height`` rows, its aspect kept (exact for a whole factor)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    if h == height:
+        return img
+    if height % h == 0:
+        return _enlarge(img, height // h)
+    size = (max(1, round(w * height / h)), height)
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA if height < h else cv2.INTER_NEAREST)
+
+
+def colourize(heat: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """Values on OpenCV's JET scale: blue at ``vmin``, red at ``vmax``, clipped outside.
+
+    Args:
+        heat: ``(h, w)`` values. vmin: vmax: the values at the two ends of the scale.
+
+    Returns:
+        ``(h, w, 3)`` float32 RGB in [0, 1].
+    """
+    import cv2
+
+    norm = np.array(heat, dtype=np.float32)  # a copy, worked on in place (full-size maps of large uploads)
+    norm -= vmin
+    norm /= max(vmax - vmin, 1e-12)
+    np.clip(norm, 0, 1, out=norm)
+    norm *= 255
+    colour = cv2.applyColorMap(norm.astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1].astype(np.float32)
+    colour /= 255
+    return colour
+
+
+def colour_bar(
+    height: int, vmin: float, vmax: float, label: str = "value", style: PanelStyle = LIGHT_PANELS
+) -> np.ndarray:
+    """A vertical :func:`colourize` scale, ``vmax`` at the top and ``vmin`` at the bottom, with the end and middle
+    values beside it and ``label`` in a strip above it.
+
+    Args:
+        height: the bar's height (that of the panels it goes beside). vmin: vmax: the values at its ends.
+        label: the caption. style: the colours.
+
+    Returns:
+        ``(strip + height, w, 3)`` uint8 RGB; the strip is as tall as :func:`titled_panels`' title strip over
+        panels ``height`` pixels tall.
+    """
+    scale, thick, strip = _font(height)
+    bar_w = max(10, height // 16)
+    ramp = np.linspace(vmax, vmin, height, dtype=np.float32)[:, None].repeat(bar_w, 1)  # (height, bar_w), top = vmax
+    values = [f"{v:.3g}" for v in (vmax, 0.5 * (vmin + vmax), vmin)]
+    text_w = max(_text_size(t, scale, thick)[0] for t in values)
+    out = _canvas(strip + height, max(bar_w + 6 + text_w + 4, _text_size(label, scale, thick)[0] + 4), style)
+    out[strip:, 2 : 2 + bar_w] = _rgb8(colourize(ramp, vmin, vmax))
+    _put_text(out, label, 2, _baseline(label, scale, thick, 0, strip), scale, thick, style.foreground)
+    th = _text_size("0", scale, thick)[1]
+    for text, y in zip(values, (strip + th, strip + height // 2 + th // 2, strip + height - 2), strict=True):
+        _put_text(out, text, 2 + bar_w + 6, y, scale, thick, style.foreground)
+    return out
+
+
+def class_legend(
+    entries: Sequence[tuple[str, Sequence[int]]], width: int, line_height: int = 18, style: PanelStyle = LIGHT_PANELS
+) -> np.ndarray:
+    """A legend strip: a colour swatch and its text per entry, wrapped over lines of ``width`` pixels.
+
+    Args:
+        entries: ``(text, (r, g, b))`` pairs, e.g. ``("1 liver", (230, 80, 60))``.
+        width: the strip's width (that of the image it goes under).
+        line_height: the height of a line (the font and swatches follow it). style: the colours.
+
+    Returns:
+        ``(lines * line_height, width, 3)`` uint8 RGB (no rows when there are no entries).
+    """
+    scale, thick = _strip_font(line_height)
+    swatch = max(6, line_height * 2 // 3)
+    placed: list[tuple[int, int, str, float, Sequence[int]]] = []  # (line, x, text, scale, colour)
+    line, x = 0, 6
+    for text, colour in entries:
+        fitted, tw = _fit_text(text, max(8, width - swatch - 18), scale, thick)
+        need = swatch + 4 + tw
+        if x > 6 and x + need > width - 6:
+            line, x = line + 1, 6
+        placed.append((line, x, text, fitted, colour))
+        x += need + 14
+    out = _canvas((line + 1) * line_height if placed else 0, width, style)
+    for ln, x0, text, fitted, colour in placed:
+        top = ln * line_height
+        y0 = top + (line_height - swatch) // 2
+        out[y0 : y0 + swatch, x0 : x0 + swatch] = np.asarray(colour)[:3].astype(np.uint8)
+        y = _baseline(text, fitted, thick, top, line_height)
+        _put_text(out, text, x0 + swatch + 4, y, fitted, thick, style.foreground)
+    return out
+
+
+def _titled(panel: np.ndarray, title: str, strip: int, scale: float, thick: int, style: PanelStyle) -> np.ndarray:
+    """One column: ``title`` centred in a strip above ``panel`` (drawn apart: text never touches the panel)."""
+    h, w = panel.shape[:2]
+    fitted, tw = _fit_text(title, w - 4, scale, thick)
+    width = max(w, tw + 4)
+    head = _canvas(strip, width, style)
+    _put_text(
+        head, title, (width - tw) // 2, _baseline(title, fitted, thick, 0, strip), fitted, thick, style.foreground
+    )
+    body = _canvas(h, width, style)
+    body[:, (width - w) // 2 : (width - w) // 2 + w] = panel
+    return np.concatenate([head, body], axis=0)
+
+
+def titled_panels(
+    panels: Sequence[np.ndarray],
+    titles: Sequence[str],
+    *,
+    height: int | None = None,
+    min_width: int = 0,
+    colour_scale: tuple[float, float] | None = None,
+    scale_label: str = "value",
+    legend: Sequence[tuple[str, Sequence[int]]] | None = None,
+    style: PanelStyle = LIGHT_PANELS,
+) -> np.ndarray:
+    """Images side by side, each under its title; a :func:`colour_bar` on the right and a :func:`class_legend`
+    below when asked for.
+
+    Args:
+        panels: ``(h, w)`` gray or ``(h, w, 3|4)`` colour images (alpha dropped), samples as :func:`encode_png`
+            reads them (uint8 / uint16, float or bool in ``[0, 1]``); sizes may differ.
+        titles: one per panel. The font follows the panels' height and shrinks (to a floor) for a long title;
+            a title still wider than its panel widens its column (the panel centred in it).
+        height: the panels' common height (default: the first panel's). Each panel is scaled to it with its
+            aspect kept: by a whole factor exactly (nearest neighbour), otherwise with OpenCV (area averaging
+            when shrinking, nearest neighbour when enlarging).
+        min_width: then all panels are enlarged by one whole factor (nearest neighbour) until the narrowest is
+            at least this wide, so that titles fit over small slices; pixels and orientation are kept.
+        colour_scale: ``(vmin, vmax)`` of the :func:`colourize` scale used in the panels: a bar on the right.
+        scale_label: the bar's caption.
+        legend: ``(text, (r, g, b))`` entries, wrapped to the width below the panels.
+        style: the colours (:data:`LIGHT_PANELS` by default, :data:`DARK_PANELS` for scans).
+
+    Returns:
+        ``(strip + H + legend lines, W, 3)`` uint8 RGB: the title strip, the panels ``H`` pixels tall and
+        ``max(4, H // 64)`` apart, then the legend's lines.
+
+    Raises:
+        ValueError: no panels, not one title per panel, or a panel of a shape or type :func:`encode_png` refuses.
+    """
+    if len(panels) != len(titles):
+        raise ValueError(f"titled_panels: {len(panels)} panels but {len(titles)} titles (one title per panel)")
+    if not panels:
+        raise ValueError("titled_panels: no panels to draw")
+    rgb = [_rgb8(p) for p in panels]
+    scaled = [_to_height(p, int(height or rgb[0].shape[0])) for p in rgb]
+    k = math.ceil(min_width / min(p.shape[1] for p in scaled)) if min_width > 0 else 1
+    if k > 1:
+        scaled = [_enlarge(p, k) for p in scaled]
+    body = scaled[0].shape[0]
+    scale, thick, strip = _font(body)
+    columns = [_titled(p, t, strip, scale, thick, style) for p, t in zip(scaled, titles, strict=True)]
+    if colour_scale is not None:
+        columns.append(colour_bar(body, float(colour_scale[0]), float(colour_scale[1]), scale_label, style))
+    gap = _canvas(strip + body, max(4, body // 64), style)
+    parts = [columns[0]]
+    for column in columns[1:]:
+        parts += [gap, column]
+    out = np.concatenate(parts, axis=1)
+    if legend:
+        out = np.concatenate([out, class_legend(legend, out.shape[1], strip, style)], axis=0)
+    return out
+
+
 # ------------------------------------------------------------------------------------------ synthetic inputs
 
 
@@ -544,3 +1110,37 @@ def synth_wav(seconds: float, sample_rate: int, seed: int = 0, channels: int = 1
         The bytes of the WAV file.
     """
     return encode_wav(synth_audio(seconds, sample_rate, seed, channels), sample_rate)
+
+
+_NIFTI_CODES = {"uint8": 2, "int16": 4, "int32": 8, "float32": 16, "float64": 64}
+
+
+def synth_nifti_header(shape: Sequence[int], dtype: str = "int16") -> bytes:
+    """The 352 bytes (header + empty extension flag) of a single-file little-endian NIfTI-1 declaring ``shape``
+    with voxels right after it, for tests of header-first checks (the voxels are not included).
+
+    Args:
+        shape: 1 to 7 dimensions. dtype: one of ``uint8``, ``int16``, ``int32``, ``float32``, ``float64``.
+    """
+    if not 1 <= len(shape) <= 7 or dtype not in _NIFTI_CODES:
+        raise ValueError(f"need 1-7 dimensions and a dtype in {sorted(_NIFTI_CODES)}, got {tuple(shape)} {dtype}")
+    head = bytearray(348)
+    struct.pack_into("<i", head, 0, 348)
+    struct.pack_into("<8h", head, 40, len(shape), *shape, *([1] * (7 - len(shape))))
+    struct.pack_into("<hh", head, 70, _NIFTI_CODES[dtype], 8 * np.dtype(dtype).itemsize)
+    struct.pack_into("<8f", head, 76, 1.0, *([1.0] * 7))
+    struct.pack_into("<f", head, 108, 352.0)
+    head[344:348] = b"n+1\x00"
+    return bytes(head) + b"\x00" * 4
+
+
+def gzip_with_zeros(head: bytes, zeros: int, step: int = 1 << 20) -> bytes:
+    """gzip of ``head`` followed by ``zeros`` zero bytes, compressed ``step`` bytes at a time (so building a
+    decompression bomb for a test never holds the inflated bytes)."""
+    z = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(step)
+    parts = [z.compress(head)]
+    for start in range(0, zeros, step):
+        parts.append(z.compress(block[: min(step, zeros - start)]))
+    parts.append(z.flush())
+    return b"".join(parts)

@@ -11,8 +11,11 @@ are :mod:`shared_attention.io`'s; their :class:`~shared_attention.io.MediaError`
   that declares a 100000x100000 image is refused by :func:`check_image` without allocating anything.
 * :func:`wav_format` parses the RIFF ``fmt`` chunk (sample rate, channels, sample format) and
   :func:`check_audio` compares it with the predictor's constraints; float WAV data with NaN/Inf is refused.
-* :func:`check_volume` reads the NIfTI-1 header (gzip or raw; gzip is inflated in bounded steps up to a cap)
-  and refuses volumes with too many voxels.
+* :func:`check_volume` reads the NIfTI-1 header (gzip or raw; of a gzip stream only the first 352 bytes are
+  inflated for it) and refuses volumes with too many voxels, unknown datatypes or a declared size above the
+  inflation cap before inflating the rest, which is then counted in bounded steps, not kept (the parsing and
+  the bounded inflation are :mod:`shared_attention.io`'s: 415 for a file that is not NIfTI-1 or an unknown
+  datatype, 413 for too many voxels, 400 for the rest).
 * :func:`parse_json` refuses ``NaN``, ``Infinity`` and numbers that overflow to infinity.
 """
 
@@ -20,8 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-import struct
-import zlib
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -134,53 +136,36 @@ def check_audio(data: bytes, constraints: Mapping[str, Any]) -> WavFormat:
 # ------------------------------------------------------------------------------------------------ volumes
 
 
-_NIFTI_BYTES = {2: 1, 4: 2, 8: 4, 16: 4, 64: 8, 256: 1, 512: 2, 768: 4, 1024: 8, 1280: 8}
-
-
-def _gunzip_bounded(data: bytes, limit: int) -> bytes:
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    out = bytearray()
-    try:
-        out += d.decompress(data, limit + 1)
-        while d.unconsumed_tail and len(out) <= limit:
-            out += d.decompress(d.unconsumed_tail, limit + 1 - len(out))
-    except zlib.error as exc:
-        raise UploadError(f"corrupt gzip data: {exc}") from exc
-    if len(out) > limit:
-        raise UploadError(f"the gzip stream inflates to more than {limit:,} bytes (limit)", 413)
-    if not d.eof:
-        raise UploadError("truncated gzip data")
-    return bytes(out)
-
-
 def check_volume(data: bytes, media_type: str, max_voxels: int, max_inflated_bytes: int) -> tuple[int, ...]:
-    """Reads a NIfTI-1 header (gzip inflated up to ``max_inflated_bytes``) and checks the voxel count."""
-    raw = _gunzip_bounded(data, max_inflated_bytes) if media_type == "application/gzip" else data
-    if len(raw) < 348:
-        raise UploadError("truncated NIfTI: the header needs 348 bytes")
-    for endian in ("<", ">"):
-        if struct.unpack(endian + "i", raw[:4])[0] == 348:
-            break
-    else:
-        raise UploadError("not a NIfTI-1 file (sizeof_hdr is not 348)", 415)
-    if raw[344:348] not in (b"n+1\x00", b"ni1\x00"):
-        raise UploadError("not a NIfTI-1 file (bad magic)", 415)
-    dim = struct.unpack(endian + "8h", raw[40:56])
-    ndim = dim[0]
-    if not 1 <= ndim <= 7:
-        raise UploadError(f"invalid NIfTI header: dim[0]={ndim}")
-    shape = tuple(int(d) for d in dim[1 : 1 + ndim])
-    if any(d <= 0 for d in shape):
-        raise UploadError(f"invalid NIfTI shape {shape}")
-    voxels = math.prod(shape)
-    if voxels > max_voxels:
-        raise UploadError(f"volume {shape} has {voxels:,} voxels, above the limit of {max_voxels:,}", 413)
-    (datatype,) = struct.unpack(endian + "h", raw[70:72])
-    (vox_offset,) = struct.unpack(endian + "f", raw[108:112])
-    need = int(vox_offset) + voxels * _NIFTI_BYTES.get(int(datatype), 1)
-    if raw[344:348] == b"n+1\x00" and len(raw) < need:
-        raise UploadError(f"truncated NIfTI: the header declares {need:,} bytes, {len(raw):,} present")
-    return shape
+    """Checks a NIfTI-1 upload (gzip'd or raw) from its header before anything else is inflated.
+
+    Only the first 352 inflated bytes are read to parse the header (shape, datatype, ``vox_offset``); the
+    voxel count and the declared size (``vox_offset + voxels * bytes per voxel``) are checked against the
+    limits first. A gzip stream is then inflated up to that declared size, in 1 MiB steps that are counted and
+    dropped, to refuse a truncated upload; whatever follows the declared voxels is not inflated.
+
+    Returns:
+        The shape in the header (``dim[1:dim[0] + 1]``).
+
+    Raises:
+        UploadError: 413 for too many voxels or a declared size above ``max_inflated_bytes``; 415 for a file that
+            is not NIfTI-1 or an unknown datatype; 400 for a corrupt header, corrupt gzip data or a volume
+            shorter than its header declares.
+    """
+    gz = media_type == "application/gzip"
+    with _upload_errors():
+        hdr, _ = media_io.read_nifti_header(data, UPLOAD_NAME, max_voxels, gzipped=gz)
+    if not hdr.single_file:  # a .hdr of a .hdr/.img pair: no voxels in this file
+        return hdr.shape
+    if gz and hdr.nbytes > max_inflated_bytes:
+        raise UploadError(
+            f"the volume inflates to {hdr.nbytes:,} bytes (declared by its NIfTI header), above the limit of "
+            f"{max_inflated_bytes:,}",
+            413,
+        )
+    with _upload_errors():  # inflated up to the declared size in bounded steps, counted and dropped
+        deque(media_io.iter_nifti_bytes(data, hdr, gz, UPLOAD_NAME), maxlen=0)
+    return hdr.shape
 
 
 # -------------------------------------------------------------------------------------------------- JSON

@@ -302,7 +302,7 @@ class AnomalyPredictor(PredictorBase):
         ``heatmap_png`` is the input's size; ``heatmap_min`` / ``heatmap_max`` are the map values drawn as the
         coldest / hottest JET colour (also stored in the PNG as ``tEXt``), for a legend.
         """
-        from .imageio import encode_png_text, heatmap_overlay
+        from .imageio import encode_png, heatmap_overlay
 
         img = output["image"][0].permute(1, 2, 0).numpy()
         heat = output["map"][0].numpy()
@@ -311,7 +311,7 @@ class AnomalyPredictor(PredictorBase):
         text = {"heatmap_min": repr(lo), "heatmap_max": repr(hi), "colormap": "jet", "alpha": "0.5"}
         return {
             "score": float(output["score"][0]),
-            "heatmap_png": encode_png_text(overlay, text),
+            "heatmap_png": encode_png(overlay, text=text),
             "threshold": self.threshold,
             "heatmap_min": lo,
             "heatmap_max": hi,

@@ -15,7 +15,11 @@ Layouts read:
 
 from __future__ import annotations
 
+import io
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from shared_attention import io as media_io
+
 __all__ = [
     "DataError",
     "Volume",
@@ -31,6 +37,10 @@ __all__ = [
     "VolumeDataset",
     "window",
     "read_nifti",
+    "read_nifti_bytes",
+    "read_nifti_file",
+    "quiet_nibabel",
+    "VolumeTooLargeError",
     "read_h5_volume",
     "read_npz_slice",
     "find_nifti_pairs",
@@ -79,25 +89,26 @@ def window(
 
 
 def _check_array(arr: np.ndarray, where: str, label: bool = False) -> np.ndarray:
+    pre = f"{where}: " if where else ""
     if arr.size == 0:
-        raise DataError(f"{where}: empty array")
+        raise DataError(f"{pre}empty array")
     if arr.ndim == 4 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim != 3:
         raise DataError(
-            f"{where}: expected a 3D volume, got {arr.ndim}D shape {arr.shape}"
+            f"{pre}expected a 3D volume, got {arr.ndim}D shape {arr.shape}"
             + (" (4D time series are not supported: pick one frame)" if arr.ndim == 4 else "")
         )
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
-        raise DataError(f"{where}: unsupported dtype {arr.dtype} (expected a real numeric type)")
+        raise DataError(f"{pre}unsupported dtype {arr.dtype} (expected a real numeric type)")
     if label:
         floating = np.issubdtype(arr.dtype, np.floating)
         if floating and (not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr))):
-            raise DataError(f"{where}: label map must hold integer class ids, got non-integer values")
+            raise DataError(f"{pre}label map must hold integer class ids, got non-integer values")
         if arr.min() < 0:
-            raise DataError(f"{where}: label map has negative values")
+            raise DataError(f"{pre}label map has negative values")
     elif not np.all(np.isfinite(arr)):
-        raise DataError(f"{where}: image contains NaN or Inf")
+        raise DataError(f"{pre}image contains NaN or Inf")
     return arr
 
 
@@ -118,10 +129,11 @@ def read_nifti(path: str | Path, label: bool = False) -> tuple[np.ndarray, np.nd
     if p.stat().st_size == 0:
         raise DataError(f"{p}: empty file")
     try:
-        img = nib.load(str(p))
-        # nibabel annotates load() as FileBasedImage, which lacks the SpatialImage API (dataobj, affine,
-        # header.get_zooms) that every NIfTI image has: hence the ignores below
-        arr = np.asanyarray(img.dataobj)  # type: ignore[attr-defined]  # nibabel stub: FileBasedImage
+        with quiet_nibabel():
+            img = nib.load(str(p))
+            # nibabel annotates load() as FileBasedImage, which lacks the SpatialImage API (dataobj, affine,
+            # header.get_zooms) that every NIfTI image has: hence the ignores below
+            arr = np.asanyarray(img.dataobj)  # type: ignore[attr-defined]  # nibabel stub: FileBasedImage
     except Exception as exc:  # nibabel raises several types for corrupt input
         raise DataError(f"{p}: cannot read as NIfTI: {exc}") from exc
     arr = _check_array(arr, str(p), label)
@@ -143,28 +155,56 @@ def nifti_bytes(volume: np.ndarray, affine: np.ndarray, dtype: Any = np.uint8) -
     return gzip.compress(img.to_bytes(), compresslevel=6)
 
 
-def read_nifti_bytes(data: bytes, label: bool = False) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """:func:`read_nifti` of an in-memory ``.nii`` / ``.nii.gz`` (gzip detected by its magic)."""
-    import gzip
-    import io
+class VolumeTooLargeError(DataError):
+    """A volume whose header declares more voxels than allowed (found before reading the voxels)."""
 
+
+_QUIET_LOCK = threading.Lock()
+_quiet = {"depth": 0, "saved": False}
+
+
+@contextmanager
+def quiet_nibabel() -> Iterator[None]:
+    """Mutes nibabel's ``nibabel.global`` logger (header problems it prints to stderr) inside the block."""
+    import logging
+
+    log = logging.getLogger("nibabel.global")
+    with _QUIET_LOCK:
+        if _quiet["depth"] == 0:
+            _quiet["saved"] = log.disabled
+            log.disabled = True
+        _quiet["depth"] += 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0:
+                log.disabled = bool(_quiet["saved"])
+
+
+def _read_nifti(
+    source: media_io.ByteSource, label: bool, max_voxels: int | None, where: str
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Header first (:func:`shared_attention.io.read_nifti_header`), then exactly the declared bytes."""
     import nibabel as nib
 
-    if not data:
-        raise DataError("empty file")
-    raw = data
-    if data[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(data)
-        except OSError as exc:
-            raise DataError(f"corrupt gzip stream: {exc}") from exc
     try:
-        fh = nib.FileHolder(fileobj=io.BytesIO(raw))
-        img = nib.Nifti1Image.from_file_map({"header": fh, "image": fh})
-        arr = np.asanyarray(img.dataobj)
-    except Exception as exc:
-        raise DataError(f"not a NIfTI-1 file: {exc}") from exc
-    arr = _check_array(arr, "upload", label)
+        hdr, gz = media_io.read_nifti_header(source, where, max_voxels)
+        raw = b"".join(media_io.iter_nifti_bytes(source, hdr, gz, where))
+    except media_io.MediaTooLargeError as exc:
+        raise VolumeTooLargeError(str(exc)) from exc
+    except media_io.MediaError as exc:
+        raise DataError(str(exc)) from exc
+    pre = f"{where}: " if where else ""
+    try:
+        with quiet_nibabel():
+            fh = nib.FileHolder(fileobj=io.BytesIO(raw))
+            img = nib.Nifti1Image.from_file_map({"header": fh, "image": fh})
+            arr = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises several types for corrupt input
+        raise DataError(f"{pre}not a readable NIfTI-1 file: {exc}") from exc
+    arr = _check_array(arr, where, label)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     vol = np.ascontiguousarray(np.transpose(arr, (2, 0, 1)))
     return (
@@ -172,6 +212,45 @@ def read_nifti_bytes(data: bytes, label: bool = False) -> tuple[np.ndarray, np.n
         np.asarray(img.affine, np.float64),
         (zooms[2], zooms[0], zooms[1]),
     )
+
+
+def read_nifti_bytes(
+    data: bytes, label: bool = False, max_voxels: int | None = None, where: str = ""
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """:func:`read_nifti` of an in-memory ``.nii`` / ``.nii.gz`` (gzip detected by its magic), header first.
+
+    Of a gzip stream only the first 352 bytes are inflated to check the header (shape, datatype and the voxel
+    count against ``max_voxels``); then exactly the declared ``vox_offset + voxels * bytes per voxel`` are
+    inflated in bounded steps: a stream that ends before is refused, data after the declared voxels is not
+    inflated.
+
+    Args:
+        data: the file's bytes. label: read a label map (int64). max_voxels: refuse larger volumes (from the
+            header, before decompression). where: the file name that starts every message (none when empty).
+
+    Returns:
+        ``(array (S, H, W), affine (4, 4), spacing (S, H, W) in mm)`` as :func:`read_nifti`.
+
+    Raises:
+        VolumeTooLargeError: more than ``max_voxels`` voxels declared.
+        DataError: empty, truncated, corrupt, not NIfTI-1, not 3D, unsupported dtype, non-integer labels.
+    """
+    return _read_nifti(data, label, max_voxels, where)
+
+
+def read_nifti_file(
+    path: str | Path, label: bool = False, max_voxels: int | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """:func:`read_nifti_bytes` streamed from a file (the compressed file is not read whole either).
+
+    Raises:
+        VolumeTooLargeError / DataError: as :func:`read_nifti_bytes`, the message starting with the path.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    with p.open("rb") as f:
+        return _read_nifti(f, label, max_voxels, str(p))
 
 
 def read_h5_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from shared_attention.domain import Converted, Domain, arg
 
-__all__ = ["DOMAIN", "OFFICIAL_KWARGS", "main"]
+__all__ = ["DOMAIN", "OFFICIAL_KWARGS", "PredictInputError", "main", "predict_one"]
 
 #: official constructor arguments used by ``convert`` / ``--official-weights`` (Synapse configs)
 OFFICIAL_KWARGS: dict[str, dict[str, Any]] = {
@@ -54,13 +54,30 @@ def _outputs_for(inp: Path, out: Path) -> tuple[Path, Path]:
     return out / (f"{name}_labels.png" if is_png else f"{name}_labels.nii.gz"), out / f"{name}_overlay.png"
 
 
+class PredictInputError(ValueError):
+    """An input ``sa-medseg predict`` cannot read: reported as one ``error: <file>: <problem>`` line, exit 2."""
+
+
 def predict_one(pred: Any, path: Path, out: Path | None, options: dict[str, Any]) -> str:
-    """Segments one NIfTI volume or PNG slice: label file + overlay PNG."""
+    """Segments one NIfTI volume or PNG slice: label file + overlay PNG.
+
+    Raises:
+        PredictInputError: the input is unreadable or refused (truncated, not NIfTI / PNG, too many voxels in
+            its header...); the message names the file, the core prints it as one line and exits with 2.
+    """
     from shared_attention.engine.checkpoint import atomic_write_bytes
+    from shared_attention.serving import InputError
 
     assert out is not None
     lab_path, ov_path = _outputs_for(path, out)
-    res = pred(path)
+    try:
+        res = pred(path)
+    except InputError as exc:
+        msg = str(exc)
+        if exc.field and msg.startswith(f"{exc.field}: "):
+            msg = msg[len(exc.field) + 2 :]
+        msg = msg.removeprefix(f"{path}: ")
+        raise PredictInputError(f"{path}: {msg}") from None
     atomic_write_bytes(lab_path, res.get("labels_nifti") or res["labels_png"])
     if "overlay_png" in res:
         atomic_write_bytes(ov_path, res["overlay_png"])
@@ -101,6 +118,7 @@ DOMAIN = Domain(
     load_predictor="sa_medseg.domain:load_predictor",
     predict_suffixes=(".nii", ".nii.gz", ".png"),
     flag_aliases={"--data": ("--dir",)},
+    user_errors=("sa_medseg.domain:PredictInputError",),
     arguments={
         "model": (
             arg("--official-weights", help="official ParaTransCNN / VM-UNet .pth instead of --run"),

@@ -19,7 +19,7 @@ def evaluate_volumes(
 
     from .inference import segment_volume
     from .metrics import multi_otsu_segment, per_class_metrics, summarise
-    from .overlay import side_by_side, write_png
+    from .overlay import side_by_side, to_display, write_png
 
     C = len(pred.class_names)
     model_rows, base_rows, cases = [], [], []
@@ -33,8 +33,10 @@ def evaluate_volumes(
         if C == 3:
             base_rows.append(per_class_metrics(multi_otsu_segment(v.image, C), v.label, C, v.spacing))
         if save_dir:
-            mid = v.image.shape[0] // 2
-            write_png(Path(save_dir) / f"{v.name}_overlay.png", side_by_side(v.image[mid], labels[mid], v.label[mid]))
+            mid = v.image.shape[0] // 2  # the middle slice, in radiological display when the volume has an affine
+            image, pred_mid, true_mid = (to_display(a[mid], v.affine) for a in (v.image, labels, v.label))
+            panel = side_by_side(image, pred_mid, true_mid, class_names=pred.class_names)
+            write_png(Path(save_dir) / f"{v.name}_overlay.png", panel)
     out: dict[str, Any] = {"model": summarise(model_rows, pred.class_names), "cases": cases}
     if base_rows:
         out["baseline"] = summarise(base_rows, pred.class_names)
@@ -61,7 +63,8 @@ def evaluate(
         baseline: unused (multi-Otsu, for 3-class tissue segmentation, is the baseline).
         format: ``h5``, ``nifti`` or ``acdc`` (default: the run's, else h5).
         label_dir: the label folder for ``nifti``.
-        save: write an overlay PNG per volume here.
+        save: write an overlay PNG per volume here (image | prediction | ground truth of the middle slice,
+            titled, with a class colour legend).
         progress: show a progress bar.
     """
     from .data import load_volumes

@@ -17,6 +17,12 @@ __all__ = ["MedsegPredictor", "SegPredictor", "SegInput"]
 _MAX_VOXELS = 512 * 512 * 512
 
 
+def _nifti_error(message: str) -> InputError:
+    """The predictor's error for an unreadable NIfTI (with a hint when it is not NIfTI at all)."""
+    hint = " (expected a 3D NIfTI .nii/.nii.gz or a PNG slice)" if "NIfTI-1 file" in message else ""
+    return InputError(message + hint, "volume")
+
+
 class SegInput:
     """A validated input: ``image`` ``(S, H, W)`` in [0, 1] plus how to answer (NIfTI affine or PNG)."""
 
@@ -59,7 +65,14 @@ class MedsegPredictor(PredictorBase):
                 "label map with the input's affine (NIfTI input)",
             ),
             FieldSpec("labels_png", "image", ("image/png",), "(H, W) uint8", "label map (PNG input)"),
-            FieldSpec("overlay_png", "image", ("image/png",), "(H, W, 3) uint8", "labels over the slice"),
+            FieldSpec(
+                "overlay_png",
+                "image",
+                ("image/png",),
+                "(H, W, 3) uint8",
+                "labels over the slice: a PNG input's size and orientation; of a NIfTI the middle slice of its "
+                "third axis in radiological display",
+            ),
             FieldSpec("classes", "json", ("application/json",), "[str]", "class names by label id"),
         ),
     )
@@ -137,15 +150,31 @@ class MedsegPredictor(PredictorBase):
         return cls(model, names, windowing, input_multiple(model), device=device)
 
     def preprocess(self, raw: Any) -> SegInput:
-        """NIfTI/PNG bytes, a path, a ``(S, H, W)`` / ``(H, W)`` array or ``{"image": array, "affine": array}``."""
-        from .data import DataError, read_nifti_bytes, window
+        """NIfTI/PNG bytes, a path, a ``(S, H, W)`` / ``(H, W)`` array or ``{"image": array, "affine": array}``.
+
+        A NIfTI input's header is checked (voxel count against ``max_voxels``, datatype, size) before its
+        voxels are decompressed, and only the declared bytes are inflated (see
+        :func:`~sa_medseg.data.read_nifti_bytes`); a file path is streamed, not read whole first.
+        """
+        from .data import DataError, read_nifti_bytes, read_nifti_file
 
         affine = None
         if isinstance(raw, (str, Path)):
             p = Path(raw)
             if not p.is_file():
                 raise InputError(f"{p}: no such file", "volume")
-            raw = p.read_bytes()
+            with p.open("rb") as f:
+                magic = f.read(8)
+            if not magic:
+                raise InputError("empty file", "volume")
+            if magic == b"\x89PNG\r\n\x1a\n":
+                raw = p.read_bytes()
+            else:
+                try:
+                    vol, affine, _ = read_nifti_file(p, max_voxels=self.max_voxels)
+                except DataError as exc:
+                    raise _nifti_error(str(exc).removeprefix(f"{p}: ")) from exc
+                return self._finish(vol, "nifti", affine)
         if isinstance(raw, dict):
             affine = raw.get("affine")
             raw = raw.get("image")
@@ -156,9 +185,9 @@ class MedsegPredictor(PredictorBase):
             if data[:8] == b"\x89PNG\r\n\x1a\n":
                 return SegInput(self._read_png(data)[None], "png")
             try:
-                vol, affine, _ = read_nifti_bytes(data)
+                vol, affine, _ = read_nifti_bytes(data, max_voxels=self.max_voxels)
             except DataError as exc:
-                raise InputError(f"{exc} (expected a 3D NIfTI .nii/.nii.gz or a PNG slice)", "volume") from exc
+                raise _nifti_error(str(exc)) from exc
             kind = "nifti"
         elif isinstance(raw, np.ndarray):
             if raw.ndim == 2:
@@ -172,8 +201,14 @@ class MedsegPredictor(PredictorBase):
             vol, kind = raw.astype(np.float32), "array"
         else:
             raise InputError(f"unsupported input type {type(raw).__name__}", "volume")
+        return self._finish(vol, kind, affine)
+
+    def _finish(self, vol: np.ndarray, kind: str, affine: Any) -> SegInput:
+        """Size checks and windowing of a read volume ``(S, H, W)``."""
+        from .data import window
+
         if vol.size > self.max_voxels:
-            raise InputError(f"volume of {vol.size} voxels exceeds the limit of {self.max_voxels}", "volume")
+            raise InputError(f"volume of {vol.size:,} voxels exceeds the limit of {self.max_voxels:,}", "volume")
         if min(vol.shape[1:]) < 8:
             raise InputError(f"slices of {vol.shape[1:]} pixels are too small (need at least 8x8)", "volume")
         vol = window(vol, self.windowing)  # type: ignore[arg-type]
@@ -216,7 +251,7 @@ class MedsegPredictor(PredictorBase):
     def postprocess(self, output: dict[str, Any]) -> dict[str, Any]:
         """``{"labels_nifti"}`` for volumes, ``{"labels_png", "overlay_png"}`` for slices, plus ``classes``."""
         from .data import nifti_bytes
-        from .overlay import encode_png, overlay
+        from .overlay import encode_png, overlay, to_display
 
         labels: np.ndarray = output["labels"]
         inp: SegInput | None = output.get("input")
@@ -230,8 +265,10 @@ class MedsegPredictor(PredictorBase):
         affine = inp.affine if inp is not None and inp.affine is not None else np.eye(4)
         res["labels_nifti"] = nifti_bytes(labels, affine)
         if inp is not None:
+            # the middle slice along the NIfTI's third voxel axis (the one segmented slice by slice), shown in
+            # the radiological display its affine gives (see overlay.to_display); arrays: as stored
             mid = labels.shape[0] // 2
-            res["overlay_png"] = encode_png(overlay(inp.image[mid], labels[mid]))
+            res["overlay_png"] = encode_png(to_display(overlay(inp.image[mid], labels[mid]), inp.affine))
         return res
 
 

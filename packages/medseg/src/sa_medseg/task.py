@@ -140,8 +140,8 @@ class MedsegTask(TaskHooks):
         pred = segment_volume(
             model, sub, multiple=input_multiple(model), mode=self.cfg.data.inference, roi=self.cfg.data.patch_size
         ).numpy()
-        rows = [side_by_side(sub[j].numpy(), pred[j], item["label"][idx[j]].numpy()) for j in range(len(idx))]
-        write_png(Path(run_dir) / "samples" / f"step_{step:08d}.png", np.concatenate(rows, axis=0))
+        grid = side_by_side(sub.numpy(), pred, item["label"][idx].numpy(), class_names=self.cfg.data.class_names)
+        write_png(Path(run_dir) / "samples" / f"step_{step:08d}.png", grid)
         model.train(was)
 
     def metadata(self) -> dict[str, Any]:
