@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared_attention.serving.control import check_cancelled
+
 __all__ = ["predict_slices", "segment_volume"]
 
 
@@ -62,6 +64,7 @@ def segment_volume(
     device = next(model.parameters()).device
     outs = []
     for s in range(0, image.shape[0], batch_size):
+        check_cancelled()  # a server request whose client gave up stops here, within one batch of slices
         x = image[s : s + batch_size, None].to(device=device, dtype=torch.float32)  # (b, 1, H, W)
         logits = predict_slices(model, x, multiple, mode, roi).float()
         outs.append(logits.softmax(1) if return_probs else logits.argmax(1))

@@ -3,6 +3,7 @@ slice in -> a PNG label map + an overlay PNG; shared by ``sa-medseg predict`` an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -148,6 +149,13 @@ class MedsegPredictor(PredictorBase):
         n = int(getattr(model, "num_classes", 9))
         names = class_names or ["background"] + [f"class_{i}" for i in range(1, n)]
         return cls(model, names, windowing, input_multiple(model), device=device)
+
+    cost_unit: ClassVar[str] = "voxels"
+
+    def cost(self, meta: Mapping[str, Any]) -> float | None:
+        """Work of one request from its header: voxels of a volume (sliding window: linear), pixels of a slice."""
+        n = meta.get("voxels") or meta.get("pixels")
+        return float(n) if n else None
 
     def preprocess(self, raw: Any) -> SegInput:
         """NIfTI/PNG bytes, a path, a ``(S, H, W)`` / ``(H, W)`` array or ``{"image": array, "affine": array}``.
