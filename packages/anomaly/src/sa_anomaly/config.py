@@ -35,8 +35,14 @@ class AnomalyModelConfig:
         image_size: square network input. d_models: transformer width per level.
         n_heads / n_layers / ffn_scale: transformer shape (official: 8 / 3 / 4).
         use_out_projection: apply the attention output projection (the official code discards it).
+        arch: ``fod`` (trained heads) or ``patchcore`` (a coreset memory bank of the frozen features; no
+            gradient training: ``train`` fits the bank in one pass).
+        coreset_ratio / projection_dim / num_neighbors / target_dim: PatchCore's bank share, coreset projection,
+            image-score reweighting neighbours and optional channel reduction (see
+            :class:`~sa_anomaly.models.patchcore.PatchCoreModel`).
     """
 
+    arch: Literal["fod", "patchcore"] = "fod"
     backbone: str = "efficientnet_lite0"
     backbone_weights: str | None = "efficientnet-lite0-package"
     out_indices: tuple[int, ...] = (2, 3)
@@ -47,6 +53,10 @@ class AnomalyModelConfig:
     n_layers: int = 3
     ffn_scale: int = 4
     use_out_projection: bool = False
+    coreset_ratio: float = 0.1
+    projection_dim: int | None = 128
+    num_neighbors: int = 9
+    target_dim: int | None = None
 
 
 @dataclass(frozen=True)

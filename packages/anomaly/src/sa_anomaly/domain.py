@@ -115,6 +115,7 @@ DOMAIN = Domain(
     convert="sa_anomaly.domain:convert",
     official="sa_anomaly.official:assemble_official",
     prepare_config="sa_anomaly.domain:prepare_config",
+    train_runner="sa_anomaly.task:train",
     predict_suffixes=(".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"),
     flag_aliases={"--data": ("--data-root",)},
     arguments={

@@ -102,13 +102,13 @@ def evaluate_run(
     cat = category or cfg.data.category
     pred = pred if pred is not None else AnomalyPredictor.load(run)
     size, resize = cfg.model.image_size, cfg.data.resize
-    test = AnomalyImageDataset(list_samples(root / cat, "test"), size, resize)
+    test = AnomalyImageDataset(list_samples(root / cat, "test"), size, resize, fit=cfg.data.fit)
     res = evaluate_dataset(pred.model, test, sigma=cfg.loss.smooth_sigma, progress=progress)
     train_s, val_s = split_train_val(list_samples(root / cat, "train"), cfg.data.val_fraction, cfg.data.seed)
     threshold = None
     if val_s and cfg.data.val_synthetic > 0:
         val = SyntheticValidationDataset(
-            AnomalyImageDataset(val_s, size, resize), cfg.data.val_synthetic, cfg.data.seed
+            AnomalyImageDataset(val_s, size, resize, fit=cfg.data.fit), cfg.data.val_synthetic, cfg.data.seed
         )
         v = evaluate_dataset(pred.model, val, sigma=cfg.loss.smooth_sigma, with_pro=False, progress=False)
         threshold = choose_threshold(v["scores"], v["labels"])
@@ -128,7 +128,7 @@ def evaluate_run(
         summary["test_accuracy_at_threshold"] = float(np.mean((res["scores"] >= threshold) == res["labels"]))
     if baseline:
         summary["baseline"] = gaussian_baseline(
-            pred.model, AnomalyImageDataset(train_s, size, resize), test, sigma=cfg.loss.smooth_sigma
+            pred.model, AnomalyImageDataset(train_s, size, resize, fit=cfg.data.fit), test, sigma=cfg.loss.smooth_sigma
         )
     if heatmaps:  # input | ground truth | map, one colour scale for the whole test split
         hi = float(np.quantile(res["maps"], 0.999))

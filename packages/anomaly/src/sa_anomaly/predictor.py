@@ -105,7 +105,10 @@ class AnomalyPredictor(PredictorBase):
         overlap: float = 0.5,
         tile_batch: int = 16,
         pixels_per_crop: float | None = 300_000.0,
+        fit: str = "crop",
     ) -> None:
+        if fit not in ("crop", "resize"):
+            raise ValueError(f"fit must be 'crop' or 'resize', got {fit!r}")
         if not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
         if tile_batch < 1:
@@ -122,6 +125,7 @@ class AnomalyPredictor(PredictorBase):
         self.overlap = overlap
         self.tile_batch = tile_batch
         self.pixels_per_crop = pixels_per_crop
+        self.fit = fit
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> AnomalyPredictor:
@@ -141,6 +145,7 @@ class AnomalyPredictor(PredictorBase):
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f'{tpath}: expected {{"threshold": number}}: {exc}') from exc
         kwargs.setdefault("resize", cfg.data.resize)
+        kwargs.setdefault("fit", cfg.data.fit)
         kwargs.setdefault("smooth_sigma", cfg.loss.smooth_sigma)
         pred = cls(model, threshold, device=device, **kwargs)
         pred.run = run
@@ -166,10 +171,25 @@ class AnomalyPredictor(PredictorBase):
         return cls(model, None, device=device, **kwargs)
 
     def model_size(self, height: int, width: int) -> tuple[int, int]:
-        """``(h, w)`` of an ``height x width`` image at the model's scale (shorter side ``resize``)."""
+        """``(h, w)`` of an ``height x width`` image at the model's scale (shorter side ``resize``; with
+        ``fit="resize"``, as in training on such data, the whole image at ``image_size`` squared: one crop)."""
         from .data import scaled_size
 
+        if self.fit == "resize":
+            return self.image_size, self.image_size
         return scaled_size(height, width, self.resize, self.image_size)
+
+    def _scale(self, img: np.ndarray) -> np.ndarray:
+        """An ``(H, W, 3)`` image at the model's scale (:meth:`model_size`)."""
+        from .data import resize_shorter
+
+        if self.fit == "resize":
+            import cv2
+
+            s = self.image_size
+            inter = cv2.INTER_AREA if img.shape[0] * img.shape[1] >= s * s else cv2.INTER_LINEAR
+            return cv2.resize(img, (s, s), interpolation=inter)
+        return resize_shorter(img, self.resize, self.image_size)
 
     def tiles(self, height: int, width: int) -> list[tuple[int, int]]:
         """``(top, left)`` of the crops that cover an image of ``(height, width)`` at the model's scale."""
@@ -208,7 +228,6 @@ class AnomalyPredictor(PredictorBase):
     def preprocess(self, raw: Any) -> dict[str, torch.Tensor]:
         """Bytes, a path or an ``(H, W, 3)`` float array in [0, 1] -> ``{"image": (1, 3, H, W)`` on the CPU (for
         the overlay), ``"input": (1, 3, h, w)`` at the model's scale on the model's device``}``."""
-        from .data import resize_shorter
         from .imageio import decode_image, read_image
 
         if isinstance(raw, dict):
@@ -230,7 +249,7 @@ class AnomalyPredictor(PredictorBase):
             raise InputError(f"{img.shape[1]}x{img.shape[0]} exceeds the limit of {self.max_pixels} pixels", "image")
         if min(img.shape[:2]) < 8:
             raise InputError(f"image of {img.shape[1]}x{img.shape[0]} pixels is too small", "image")
-        small = resize_shorter(img, self.resize, self.image_size)
+        small = self._scale(img)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None],  # (1, 3, H, W)
             "input": torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1)))[None].to(self.device),
@@ -238,13 +257,12 @@ class AnomalyPredictor(PredictorBase):
 
     def _model_input(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> ``(B, 3, h, w)`` at the model's scale (the preprocessing resize, per image)."""
-        from .data import resize_shorter
 
         h, w = self.model_size(images.shape[-2], images.shape[-1])
         if (h, w) == tuple(images.shape[-2:]):
             return images
         arr = images.detach().float().cpu().permute(0, 2, 3, 1).numpy()
-        small = np.stack([resize_shorter(a, self.resize, self.image_size) for a in arr])
+        small = np.stack([self._scale(a) for a in arr])
         return torch.from_numpy(np.ascontiguousarray(small.transpose(0, 3, 1, 2)))
 
     @torch.no_grad()
@@ -261,7 +279,7 @@ class AnomalyPredictor(PredictorBase):
         import torch.nn.functional as F
 
         from .metrics import image_scores
-        from .task import anomaly_maps
+        from .task import score_images
 
         if isinstance(batch, Mapping):
             images = batch["image"]
@@ -276,16 +294,23 @@ class AnomalyPredictor(PredictorBase):
         count = torch.zeros(h, w, device=self.device)
         tiles = self.tiles(h, w)
         per_pass = max(1, self.tile_batch // b)
+        crop_scores: list[torch.Tensor] = []  # models that score images themselves (PatchCore): max over crops
         for i in range(0, len(tiles), per_pass):
             check_cancelled()
             chunk = tiles[i : i + per_pass]
             crops = torch.cat([x[:, :, t : t + s, left : left + s] for t, left in chunk])  # (n * B, 3, S, S)
-            maps = anomaly_maps(self.model, crops).float().view(len(chunk), b, s, s)
+            crop_maps, given = score_images(self.model, crops)
+            maps = crop_maps.float().view(len(chunk), b, s, s)
+            if given is not None:
+                crop_scores.append(given.float().view(len(chunk), b).amax(0).cpu())
             for m, (t, left) in zip(maps, chunk):
                 acc[:, t : t + s, left : left + s] += m
                 count[t : t + s, left : left + s] += 1
         stitched = (acc / count).cpu()  # (B, h, w): the mean of the crop maps over each pixel
-        scores = torch.from_numpy(image_scores(stitched.numpy(), self.smooth_sigma))
+        if crop_scores:
+            scores = torch.stack(crop_scores).amax(0)
+        else:
+            scores = torch.from_numpy(image_scores(stitched.numpy(), self.smooth_sigma))
         full = tuple(images.shape[-2:])
         if (h, w) != full:  # back to the input's pixels (half-pixel centres: registered as the resize was)
             stitched = F.interpolate(stitched[:, None], size=full, mode="bilinear", align_corners=False)[:, 0]

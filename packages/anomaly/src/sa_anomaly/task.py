@@ -60,11 +60,27 @@ def compute_references(model: nn.Module, dataset: Dataset[Any], batch_size: int 
 
 @torch.no_grad()
 def anomaly_maps(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """``(B, 3, S, S)`` images in [0, 1] -> ``(B, S, S)`` official FOD anomaly maps (unsmoothed)."""
+    """``(B, 3, S, S)`` images in [0, 1] -> ``(B, S, S)`` anomaly maps: FOD's official maps (unsmoothed), or
+    PatchCore's (nearest-bank distances, smoothed as in the paper)."""
+    return score_images(model, images)[0]
+
+
+@torch.no_grad()
+def score_images(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(B, 3, S, S)`` images -> ``(maps (B, S, S), image scores (B,) or None)``.
+
+    PatchCore gives its own reweighted image scores; for FOD they are ``None`` and the image score is the
+    maximum of the sigma-smoothed map (:func:`~sa_anomaly.metrics.image_scores`).
+    """
+    from .models.patchcore import PatchCoreModel
+
+    if isinstance(model, PatchCoreModel):
+        out = model(images)
+        return out.anomaly_map[:, 0], out.image_scores
     from .models.fod import anomaly_maps_from_outputs
 
     outputs = model(images, intra_maps=False, inter_maps=True)
-    return anomaly_maps_from_outputs(outputs, images.shape[-1])
+    return anomaly_maps_from_outputs(outputs, images.shape[-1]), None
 
 
 @torch.no_grad()
@@ -86,19 +102,60 @@ def evaluate_dataset(
 
     model.eval()
     device = next(model.parameters()).device
-    maps, masks, labels = [], [], []
+    maps, masks, labels, given = [], [], [], []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for batch in tqdm(loader, desc="scoring", leave=False, disable=not progress):
-        maps.append(anomaly_maps(model, batch["image"].to(device)).float().cpu().numpy())
+        b_maps, b_scores = score_images(model, batch["image"].to(device))
+        maps.append(b_maps.float().cpu().numpy())
+        if b_scores is not None:
+            given.append(b_scores.float().cpu().numpy())
         masks.append(batch["mask"][:, 0].numpy() > 0.5)
         labels.append(batch["label"].numpy())
     m, k, y = np.concatenate(maps), np.concatenate(masks), np.concatenate(labels)
-    scores = image_scores(m, sigma)
+    scores = np.concatenate(given) if given else image_scores(m, sigma)
     res: dict[str, Any] = {"image_auroc": auroc(scores, y), "pixel_auroc": auroc(m, k)}
     if with_pro:
         res["aupro"] = aupro(m, k)
     res.update(maps=m, scores=scores, labels=y, masks=k)
     return res
+
+
+def train(cfg: ADConfig, options: Mapping[str, Any] | None = None) -> Any:
+    """``sa-anomaly train``: FOD through the engine, or (``model.arch: patchcore``) :func:`fit_patchcore`."""
+    if cfg.model.arch == "patchcore":
+        return fit_patchcore(cfg)
+    from shared_attention.engine import fit
+
+    return fit(AnomalyTask(cfg, **dict(options or {})), cfg.train, full_config=cfg)
+
+
+def fit_patchcore(cfg: ADConfig) -> Any:
+    """Fits PatchCore's memory bank on the training part (one pass, no gradient steps), scores the validation
+    part (held-out normal images + synthetic defects: for information, nothing is selected on it) and writes a
+    servable run folder (``model.safetensors`` holds the bank)."""
+    import time
+
+    from shared_attention.domain import Converted, write_run_folder
+    from shared_attention.engine import FitResult
+
+    from .domain import DOMAIN
+    from .models.patchcore import PatchCoreModel
+
+    t0 = time.monotonic()
+    task = AnomalyTask(cfg)
+    model = cast(PatchCoreModel, build_model(cfg))
+    batch = cfg.train.eval_batch_size or 8
+    model.fit_images(task._dataset(task.split()[0]), batch_size=batch, progress=cfg.train.progress)
+    val = task._val_images()
+    metrics: dict[str, float] = {}
+    if val is not None:
+        v = evaluate_dataset(model, val, batch, cfg.loss.smooth_sigma, with_pro=False, progress=False)
+        metrics = {"val_image_auroc": float(v["image_auroc"]), "val_pixel_auroc": float(v["pixel_auroc"])}
+    seconds = time.monotonic() - t0
+    result = {"step": 0, "train_minutes": round(seconds / 60, 3), "bank_size": model.bank_size, "last_metrics": metrics}
+    meta = {"weights": "fitted (PatchCore memory bank)", "result": result, **task.metadata()}
+    run = write_run_folder(DOMAIN, cfg.train.run_dir, Converted(model, cfg, meta))
+    return FitResult(run, 0, None, None, None, metrics, None, seconds, model)
 
 
 class FeatureCache:
@@ -116,7 +173,13 @@ class FeatureCache:
     @classmethod
     @torch.no_grad()
     def build(
-        cls, model: nn.Module, dataset: Dataset[Any], augment: bool, batch_size: int = 8, keep_items: bool = False
+        cls,
+        model: nn.Module,
+        dataset: Dataset[Any],
+        augment: bool,
+        batch_size: int = 8,
+        keep_items: bool = False,
+        progress: bool = True,
     ) -> FeatureCache:
         """Runs the model's frozen extractor once over ``dataset`` (and its flips when ``augment``)."""
         from tqdm.auto import tqdm
@@ -128,7 +191,7 @@ class FeatureCache:
         items: dict[str, list[torch.Tensor]] = {"mask": [], "label": [], "index": []}
         count = 0
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-        for batch in tqdm(loader, desc="caching features", leave=False, disable=len(loader) < 4):
+        for batch in tqdm(loader, desc="caching features", leave=False, disable=not progress or len(loader) < 4):
             images = batch["image"].to(device)
             for v, dims in enumerate(flips):
                 feats = fod.features(images.flip(dims) if dims else images)
@@ -228,7 +291,9 @@ class AnomalyTask(TaskHooks):
         model = build_model(self.cfg)
         batch = self.cfg.train.eval_batch_size or 8
         if self.cfg.data.cache_features:
-            self._cache = FeatureCache.build(model, self._dataset(self.split()[0]), self.cfg.data.augment, batch)
+            self._cache = FeatureCache.build(
+                model, self._dataset(self.split()[0]), self.cfg.data.augment, batch, progress=self.cfg.train.progress
+            )
             cast("FODAnomalyModel", model).set_references(self._cache.reference_sums(), self._cache.images)
         else:
             compute_references(model, self._dataset(self.split()[0]), batch)
@@ -244,7 +309,6 @@ class AnomalyTask(TaskHooks):
         return SyntheticValidationDataset(self._dataset(val_s), d.val_synthetic, d.seed) if val_s else None
 
     def build_datasets(self) -> tuple[Dataset[Any], Dataset[Any] | None]:
-
         d = self.cfg.data
         train_s, _ = self.split()
         val: Dataset[Any] | None = self._val_images()
@@ -252,7 +316,9 @@ class AnomalyTask(TaskHooks):
             train: Dataset[Any] = CachedFeatureDataset(self._cache, d.repeat)
             if val is not None:
                 batch = self.cfg.train.eval_batch_size or 8
-                val = FeatureCache.build(self._model, val, False, batch, keep_items=True).as_dataset()
+                val = FeatureCache.build(
+                    self._model, val, False, batch, keep_items=True, progress=self.cfg.train.progress
+                ).as_dataset()
             return train, val
         return self._dataset(train_s, d.augment, d.repeat), val
 
@@ -331,7 +397,7 @@ class AnomalyTask(TaskHooks):
         return {
             "package": {"name": "sa-anomaly", "version": __version__},
             "model": {
-                "arch": "FOD",
+                "arch": "PatchCore" if m.arch == "patchcore" else "FOD",
                 "backbone": m.backbone,
                 "out_indices": list(m.out_indices),
                 "image_size": m.image_size,
