@@ -13,8 +13,17 @@
     config's 128 px and at 256 px input: the Gaussian baseline and a nearest-neighbour memory bank over every
     training position (PatchCore-style, no coreset), image AUROC per defect type.
 
+(d) magnetic tiles (default when ``--mt-src`` exists, ../shared/data/magnetic-tile): the real defect photos
+    converted by datasets/anomaly/prepare_magnetic_tile.py (seeded split by tile), FOD (config
+    ``magnetic-tile``, cached features, at most ``--mt-minutes``), PatchCore and the Gaussian baseline on the same
+    frozen backbone and input size: image AUROC, pixel AUROC, AUPRO@30 % and image AUROC per defect type, with
+    training times; one heatmap panel per defect type (input | mask | FOD | PatchCore) written to
+    ``--figures`` (the photos may not be redistributed: the folder is git-ignored). ad-sample gets PatchCore per
+    texture beside FOD in (b).
+
 Writes bench/results/anomaly.json and the table between the markers in BENCHMARKS.md.
 Usage: python bench/anomaly.py [--minutes 30] [--skip-quality] [--skip-speed] [--skip-ceiling] [--data data/ad-sample]
+       [--skip-mt] [--mt-minutes 15] [--mt-src ../shared/data/magnetic-tile]
 """
 
 from __future__ import annotations
@@ -131,6 +140,91 @@ def bench_quality(data: Path, minutes: float, run_root: Path, config: str) -> di
         "per_texture": rows,
         "mean": mean,
     }
+
+
+def _train(config: str, run: Path, overrides: list[str]) -> float:
+    """Trains (FOD) or fits (PatchCore) one run with the package CLI; returns the wall minutes."""
+    from sa_anomaly.domain import main as cli_main
+
+    shutil.rmtree(run, ignore_errors=True)
+    t0 = time.time()
+    rc = cli_main(["train", "--config", config, f"train.run_dir={run}", "train.progress=false", *overrides])
+    if rc != 0:
+        raise RuntimeError(f"training {run} failed ({rc})")
+    return (time.time() - t0) / 60
+
+
+def _row(run: Path, minutes: float) -> dict[str, Any]:
+    from sa_anomaly.evaluate import evaluate_run
+
+    d = evaluate_run(run, progress=False).details
+    return {
+        "image_auroc": d["image_auroc"],
+        "pixel_auroc": d["pixel_auroc"],
+        "aupro": d["aupro"],
+        "per_defect_image_auroc": d["per_defect_image_auroc"],
+        "baseline": d["baseline"],
+        "train_minutes": minutes,
+        "steps": json.loads((run / "metadata.json").read_text())["result"].get("step"),
+    }
+
+
+def bench_magnetic_tile(src: Path, out: Path, minutes: float, run_root: Path, figures: Path) -> dict[str, Any]:
+    """FOD vs PatchCore vs the Gaussian baseline on the converted magnetic-tile set (see the module docstring)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "prepare_mt", ROOT / "datasets" / "anomaly" / "prepare_magnetic_tile.py"
+    )
+    assert spec is not None and spec.loader is not None
+    prep = importlib.util.module_from_spec(spec)
+    sys.modules["prepare_mt"] = prep
+    spec.loader.exec_module(prep)
+    cat = out / "magnetic_tile"
+    if not (cat / "split.json").is_file():
+        prep.prepare(src, out)
+    split = json.loads((cat / "split.json").read_text())
+    data = [f"data.root={out}", "data.category=magnetic_tile"]
+    res: dict[str, Any] = {"split": split["counts"], "source": str(src)}
+    fod_run, pc_run = run_root / "mt-fod", run_root / "mt-patchcore"
+    print(f"magnetic tiles: FOD for at most {minutes} min ...", flush=True)
+    res["fod"] = _row(fod_run, _train("magnetic-tile", fod_run, [*data, f"train.max_minutes={minutes}"]))
+    print("magnetic tiles: PatchCore ...", flush=True)
+    res["patchcore"] = _row(pc_run, _train("magnetic-tile", pc_run, [*data, "model.arch=patchcore"]))
+    res["gaussian"] = res["fod"]["baseline"]
+    _heatmaps(fod_run, pc_run, figures)
+    res["figures"] = str(figures.relative_to(ROOT)) if figures.is_relative_to(ROOT) else str(figures)
+    return res
+
+
+@torch.no_grad()
+def _heatmaps(fod_run: Path, pc_run: Path, figures: Path) -> None:
+    """One panel per defect type (its first test image): input | mask | FOD map | PatchCore map."""
+    import numpy as np
+    from sa_anomaly.config import AnomalyConfig
+    from sa_anomaly.data import AnomalyImageDataset, list_samples
+    from sa_anomaly.imageio import heatmap_overlay, titled_panels, write_png
+    from sa_anomaly.predictor import AnomalyPredictor
+    from sa_anomaly.task import score_images
+
+    from shared_attention.engine import load_config
+
+    cfg = load_config(AnomalyConfig, fod_run / "config.yaml")
+    samples = list_samples(Path(cfg.data.root) / cfg.data.category, "test")
+    firsts = {s.defect: i for i, s in reversed(list(enumerate(samples))) if s.defect != "good"}
+    ds = AnomalyImageDataset(samples, cfg.model.image_size, cfg.data.resize, fit=cfg.data.fit)
+    models = [AnomalyPredictor.load(r).model for r in (fod_run, pc_run)]
+    figures.mkdir(parents=True, exist_ok=True)
+    for defect, i in sorted(firsts.items()):
+        item = ds[i]
+        img, mask = item["image"].permute(1, 2, 0).numpy(), item["mask"][0].numpy()
+        maps = [score_images(m, item["image"][None])[0][0].numpy() for m in models]
+        panels = [img, mask] + [heatmap_overlay(img, m, float(m.min()), float(np.quantile(m, 0.999))) for m in maps]
+        titles = ["input", "ground truth", "FOD", "PatchCore"]
+        write_png(
+            figures / f"{defect}.png", titled_panels(panels, titles, legend=(0.0, 1.0), legend_label="low - high")
+        )
 
 
 def bench_ceiling(
@@ -254,6 +348,35 @@ def render(res: dict[str, Any]) -> str:
             f"{m['baseline_image_auroc']:.3f} | {m['baseline_pixel_auroc']:.3f} | "
             f"{m['reference_baseline_image_auroc']:.3f} | |"
         )
+    mt = res.get("magnetic_tile")
+    if mt:
+        defects = sorted(mt["fod"]["per_defect_image_auroc"])
+        lines += [
+            "",
+            f"Magnetic tiles (real photos, split by tile: {mt['split']}); same frozen backbone and input size for "
+            "all three; image AUROC per defect type is each type against all good test images.",
+            "",
+            "| model | image AUROC | pixel AUROC | AUPRO@30% | " + " | ".join(defects) + " | training |",
+            "|---|---|---|---|" + "---|" * len(defects) + "---|",
+        ]
+        g = mt["gaussian"]
+        lines.append(
+            f"| Gaussian baseline | {g['image_auroc']:.3f} | {g['pixel_auroc']:.3f} | - | "
+            + " | ".join("-" for _ in defects)
+            + " | fit |"
+        )
+        for key, name in (("fod", "FOD"), ("patchcore", "PatchCore")):
+            r = mt[key]
+            lines.append(
+                f"| {name} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | {r['aupro']:.3f} | "
+                + " | ".join(f"{r['per_defect_image_auroc'].get(d, float('nan')):.3f}" for d in defects)
+                + f" | {r['train_minutes']:.1f} min |"
+            )
+        lines += [
+            "",
+            f"Heatmaps (input, mask, FOD, PatchCore) per defect type: `{mt['figures']}/` (not committed: "
+            "derived from the photos, which may not be redistributed).",
+        ]
     for key, what in (
         ("ceiling", "Gaussian baseline and a nearest-neighbour memory bank"),
         ("bank_levels", "a nearest-neighbour memory bank only"),
@@ -274,6 +397,11 @@ def main() -> None:
     ap.add_argument("--config", default="cpu")
     ap.add_argument("--data", default=str(ROOT / "data" / "ad-sample"))
     ap.add_argument("--run-dir", default=str(ROOT / "runs" / "bench" / "anomaly"))
+    ap.add_argument("--skip-mt", action="store_true", help="skip the magnetic-tile section")
+    ap.add_argument("--mt-src", default=str(ROOT.parent / "shared" / "data" / "magnetic-tile"))
+    ap.add_argument("--mt-data", default=str(ROOT / "data" / "magnetic-tile"), help="converted set (built if absent)")
+    ap.add_argument("--mt-minutes", type=float, default=15.0, help="FOD training budget on the magnetic tiles")
+    ap.add_argument("--figures", default=str(ROOT / "bench" / "results" / "figures" / "magnetic-tile"))
     args = ap.parse_args()
     res: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
@@ -282,7 +410,8 @@ def main() -> None:
     }
     if RESULTS.exists():  # keep the other part when only one is re-measured
         old = json.loads(RESULTS.read_text())
-        res.update({k: v for k, v in old.items() if k in ("speed", "quality", "ceiling", "bank_levels")})
+        keep = ("speed", "quality", "ceiling", "bank_levels", "magnetic_tile")
+        res.update({k: v for k, v in old.items() if k in keep})
     if not args.skip_speed:
         print("speed ...", flush=True)
         res["speed"] = bench_speed(args.repeat)
@@ -292,6 +421,13 @@ def main() -> None:
     if not args.skip_ceiling:
         print("ceiling (frozen-feature references at 128 and 256 px) ...", flush=True)
         res["ceiling"] = bench_ceiling(Path(args.data))
+    if not args.skip_mt:
+        if Path(args.mt_src).is_dir():
+            res["magnetic_tile"] = bench_magnetic_tile(
+                Path(args.mt_src), Path(args.mt_data), args.mt_minutes, Path(args.run_dir), Path(args.figures)
+            )
+        else:
+            print(f"magnetic tiles skipped: {args.mt_src} is absent (see ../shared/data/README.md)", flush=True)
     if args.bank_levels:
         levels = tuple(int(v) for v in args.bank_levels.split(","))
         print(f"memory bank on levels {list(levels)} ...", flush=True)

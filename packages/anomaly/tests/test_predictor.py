@@ -42,13 +42,13 @@ def bright_maps(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
     crops: list[int] = []
 
-    def fake(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    def fake(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, None]:
         s = int(model.image_size)  # type: ignore[arg-type]
         assert images.shape[-2:] == (s, s), images.shape  # the model only ever sees its own crop size
         crops.append(images.shape[0])
-        return images.mean(1)  # (B, S, S)
+        return images.mean(1), None  # (B, S, S) map; image score from the smoothed map
 
-    monkeypatch.setattr(sa_anomaly.task, "anomaly_maps", fake)
+    monkeypatch.setattr(sa_anomaly.task, "score_images", fake)
     yield crops
 
 
