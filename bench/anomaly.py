@@ -110,9 +110,15 @@ def bench_quality(data: Path, minutes: float, run_root: Path, config: str) -> di
         ev = evaluate_run(run, progress=False)
         d = ev.details
         meta = json.loads((run / "metadata.json").read_text())
+        pc_run = run_root / f"{tex}-patchcore"
+        pc_min = _train(config, pc_run, [f"data.root={data}", f"data.category={tex}", "model.arch=patchcore"])
+        pc = evaluate_run(pc_run, progress=False, baseline=False).details
         rows.append(
             {
                 "texture": tex,
+                "patchcore_image_auroc": pc["image_auroc"],
+                "patchcore_pixel_auroc": pc["pixel_auroc"],
+                "patchcore_minutes": pc_min,
                 "image_auroc": d["image_auroc"],
                 "pixel_auroc": d["pixel_auroc"],
                 "aupro": d["aupro"],
@@ -128,6 +134,8 @@ def bench_quality(data: Path, minutes: float, run_root: Path, config: str) -> di
         "image_auroc",
         "pixel_auroc",
         "aupro",
+        "patchcore_image_auroc",
+        "patchcore_pixel_auroc",
         "baseline_image_auroc",
         "baseline_pixel_auroc",
         "reference_baseline_image_auroc",
@@ -333,20 +341,23 @@ def render(res: dict[str, Any]) -> str:
             "backbone (global Mahalanobis for images, per-position for pixels); reference: offline-data.md.",
             "",
             "| texture | image AUROC | pixel AUROC | AUPRO@30% | baseline image | baseline pixel | reference baseline "
-            "image | steps |",
-            "|---|---|---|---|---|---|---|---|",
+            "image | PatchCore image | PatchCore pixel | steps |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
+        nan = float("nan")
         for r in q["per_texture"]:
             lines.append(
                 f"| {r['texture']} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | {r['aupro']:.3f} | "
                 f"{r['baseline_image_auroc']:.3f} | {r['baseline_pixel_auroc']:.3f} | "
-                f"{r['reference_baseline_image_auroc']:.3f} | {r['steps']} |"
+                f"{r['reference_baseline_image_auroc']:.3f} | {r.get('patchcore_image_auroc', nan):.3f} | "
+                f"{r.get('patchcore_pixel_auroc', nan):.3f} | {r['steps']} |"
             )
         m = q["mean"]
         lines.append(
             f"| **mean** | **{m['image_auroc']:.3f}** | **{m['pixel_auroc']:.3f}** | {m['aupro']:.3f} | "
             f"{m['baseline_image_auroc']:.3f} | {m['baseline_pixel_auroc']:.3f} | "
-            f"{m['reference_baseline_image_auroc']:.3f} | |"
+            f"{m['reference_baseline_image_auroc']:.3f} | {m.get('patchcore_image_auroc', nan):.3f} | "
+            f"{m.get('patchcore_pixel_auroc', nan):.3f} | |"
         )
     mt = res.get("magnetic_tile")
     if mt:

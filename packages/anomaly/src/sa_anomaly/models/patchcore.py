@@ -289,7 +289,7 @@ class PatchCoreModel(nn.Module):
         return idx
 
     @torch.no_grad()
-    def fit(self, feature_batches: Iterable[Tensor], **kwargs: Any) -> Tensor:
+    def fit_features(self, feature_batches: Iterable[Tensor], **kwargs: Any) -> Tensor:
         """Builds the memory bank from patch features: each item ``(B, D, h, w)`` (:meth:`embed` output) or
         ``(N, D)`` rows. ``kwargs`` go to :meth:`build_memory_bank`; returns its kept indices."""
         rows = []
@@ -351,13 +351,13 @@ class PatchCoreModel(nn.Module):
                 yield self.embed(images.to(device))  # (B, D, h, w)
 
         try:
-            return self.fit(embedded(), **kwargs)
+            return self.fit_features(embedded(), **kwargs)
         finally:
             self.train(was_training)
 
     def _check_bank(self) -> None:
         if self.bank_size == 0:
-            raise RuntimeError("PatchCoreModel: the memory bank is empty; call fit / fit_images first")
+            raise RuntimeError("PatchCoreModel: the memory bank is empty; call fit_features / fit_images first")
 
     @torch.no_grad()
     def patch_distances(self, images: Tensor) -> tuple[Tensor, Tensor]:
