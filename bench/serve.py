@@ -349,7 +349,11 @@ def bench_mixed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     small = _lr_image()
     large = _flat_png(args.large_side, args.large_side)
     huge = _flat_png(4000, 4000)
-    out: dict[str, Any] = {"small": "48x48", "large": f"{args.large_side}x{args.large_side}", "huge": "4000x4000"}
+    out: dict[str, Any] = {
+        "small_size": "48x48",
+        "large_size": f"{args.large_side}x{args.large_side}",
+        "huge_size": "4000x4000",
+    }
     server_args = ["--run", f"restoration={run}", "--torch-threads", "1", "--timeout", str(args.mixed_timeout)]
     server_args += ["--large-request-s", "1", "--max-batch", "8"]
     with Server(server_args, tmp / "mixed.log") as srv:
@@ -448,12 +452,13 @@ def _table(r: dict[str, Any]) -> str:
     if "mixed" in r:
         m = r["mixed"]
         lines.append(
-            f"Mixed restoration load (small {m['small']} at concurrency 4; {m['large']} images one after another in "
-            f"the large lane; one {m['huge']}): small p50 / p99 alone {m['small_alone']['p50_ms']} / "
+            f"Mixed restoration load (small {m['small_size']} at concurrency 4; {m['large_size']} images one after "
+            f"another in the large lane; one {m['huge_size']}): small p50 / p99 alone {m['small_alone']['p50_ms']} / "
             f"{m['small_alone']['p99_ms']} ms, while large ones run {m['small_mixed']['p50_ms']} / "
             f"**{m['small_mixed']['p99_ms']} ms** ({m['small_mixed']['requests']} small requests, status "
             f"{m['small_mixed']['status']}); large {m['large']['status']} at p50 {m['large']['p50_ms']} ms; "
-            f"{m['huge']} answered {m['huge']['status']} in {m['huge']['p50_ms']} ms (refused by the measured cost)."
+            f"{m['huge_size']} answered {m['huge']['status']} in {m['huge']['p50_ms']} ms "
+            "(refused by the measured cost)."
         )
     lines.append(f"Other 5xx across all phases: {r['other_5xx_total']}.")
     return "\n".join(lines)
