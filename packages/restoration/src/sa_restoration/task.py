@@ -121,7 +121,9 @@ class RestorationTask(TaskHooks):
 
     @torch.no_grad()
     def on_evaluation_end(self, model: nn.Module, run_dir: Path, step: int, metrics: Mapping[str, float]) -> None:
-        """Writes ``samples/step_N_<name>.png``: bicubic | model | ground truth."""
+        """Writes ``samples/step_N_<name>.png``: bicubic | model | ground truth, titled (pixels kept exactly)."""
+        from shared_attention.io import titled_panels
+
         from .imageio import write_png
         from .resize import bicubic_upscale
 
@@ -138,7 +140,10 @@ class RestorationTask(TaskHooks):
             gt = to_numpy_image(item["gt"])
             bic = np.clip(bicubic_upscale(to_numpy_image(item["lq"]), self.cfg.model.upscale), 0, 1)
             h = min(gt.shape[0], 384)
-            row = np.concatenate([bic[:h], sr[:h], gt[:h]], axis=1)
+            s = self.cfg.model.upscale
+            panels = [bic[:h], sr[:h], gt[:h]]
+            titles = [f"bicubic x{s}", f"model x{s}, step {step}", "ground truth"]
+            row = titled_panels(panels, titles, height=h, min_width=128)
             write_png(Path(run_dir) / "samples" / f"step_{step:08d}_{item['name']}.png", row)
         model.train(was)
 
