@@ -47,8 +47,11 @@ class SpeechsepDataConfig:
 
     Attributes:
         train: WSJ0-mix split folder, LibriMix CSV, or (``train_kind: dynamic``) a folder of speaker folders.
-        train_kind: ``auto`` (folder -> WSJ0-mix, ``.csv`` -> LibriMix) or ``dynamic``.
-        val: validation split folder or CSV. test: test split (``evaluate`` default).
+        train_kind: ``auto`` (folder -> WSJ0-mix, ``.csv`` -> LibriMix), ``dynamic``, or ``librispeech``:
+            dynamic mixing of the training speakers of ``librispeech_root`` (``train`` is then unused).
+        val: validation split folder or CSV, or a LibriSpeech-style speech folder (then ``eval_mixtures``
+            fixed mixtures of its validation speakers). test: test split or speech folder (``evaluate``
+            default; a speech folder gives fixed mixtures of its test speakers).
         sample_rate: model rate (files are resampled). segment_seconds: training crop length.
         val_segment_seconds: validation crop (``null``: whole utterances, use ``eval_batch_size: 1``).
         max_val_items: evaluate on at most this many validation mixtures (0: all).
@@ -58,10 +61,16 @@ class SpeechsepDataConfig:
             dynamic mixing draws speaker folders matching a pattern with that weight (``{"espeak_*": 0.2}``).
             speaker_formants: dynamic mixing also turns each speaker into one virtual speaker per formant factor
             (spectral envelope moved, pitch kept; ``[1.0]``: off).
+        librispeech_root: LibriSpeech tree or flat ``<speaker>-<chapter>-<utt>.flac`` folder (``train_kind:
+            librispeech``), relative to the working directory. speakers_file: its ``SPEAKERS.TXT`` (``null``: in
+            the folder or the one above). test_speakers / val_speakers / split_seed: the speaker-disjoint split
+            (sex-balanced; keep them equal between training and evaluation).
+        eval_mixtures / eval_seconds / eval_seed: the fixed mixtures built from a speech folder for validation
+            and ``evaluate`` (the same as ``sa-speechsep mixtures --mixtures N --seconds L --seed S`` writes).
     """
 
     train: str = "data/speech-sample/tr"
-    train_kind: Literal["auto", "wsj0mix", "librimix", "dynamic"] = "auto"
+    train_kind: Literal["auto", "wsj0mix", "librimix", "dynamic", "librispeech"] = "auto"
     val: str = "data/speech-sample/cv"
     test: str = "data/speech-sample/tt"
     sample_rate: int = 8000
@@ -75,6 +84,14 @@ class SpeechsepDataConfig:
     speaker_speeds: list[float] = field(default_factory=lambda: [1.0])
     speaker_weights: dict[str, float] = field(default_factory=dict)
     speaker_formants: list[float] = field(default_factory=lambda: [1.0])
+    librispeech_root: str = "../shared/data/librispeech-251"
+    speakers_file: str | None = None
+    test_speakers: int = 25
+    val_speakers: int = 25
+    split_seed: int = 0
+    eval_mixtures: int = 200
+    eval_seconds: float = 4.0
+    eval_seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@
   (``si_tr_s/<speaker>/*.wav`` for WSJ0); every item draws ``num_spks`` distinct speakers, one utterance
   each, a random segment, gains in +-``gain_db`` and speed perturbation, deterministically from
   ``(seed, index)`` so runs resume exactly.
+* LibriSpeech-style speech (:mod:`sa_speechsep.librispeech`, ``kind='librispeech'``; auto-detected): training
+  mixes the training speakers of a seeded speaker split dynamically; validation / test are fixed mixtures of
+  the held-out speakers, the same as ``sa-speechsep mixtures`` writes.
 
 Items are dicts ``{"mix": (T,), "sources": (S, T)}`` (float32 tensors).
 """
@@ -16,9 +19,9 @@ from __future__ import annotations
 
 import csv
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,7 +29,17 @@ from torch.utils.data import Dataset
 
 from .audio import load_mono, resample, shift_formants
 
-__all__ = ["Wsj0MixDataset", "LibriMixDataset", "DynamicMixDataset", "crop_or_pad", "build_dataset"]
+if TYPE_CHECKING:
+    from .librispeech import SplitOptions
+
+__all__ = [
+    "Wsj0MixDataset",
+    "LibriMixDataset",
+    "DynamicMixDataset",
+    "crop_or_pad",
+    "build_dataset",
+    "librispeech_dynamic_dataset",
+]
 
 
 def crop_or_pad(arrays: list[np.ndarray], length: int | None, rng: np.random.Generator | None) -> list[np.ndarray]:
@@ -61,6 +74,11 @@ class _FileMixDataset(Dataset[dict[str, torch.Tensor]]):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def names(self) -> list[str]:
+        """The mixtures' file stems, in item order."""
+        return [mix.stem for mix, _ in self.rows]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         mix_path, src_paths = self.rows[index]
@@ -188,6 +206,9 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
             tract length) and keeps its pitch, so pitch and timbre vary independently; ``(1.0,)``: off.
         speaker_weights: sampling weight per speaker folder, by ``fnmatch`` pattern (first match wins, default
             1), e.g. ``{"espeak_*": 0.2}`` draws synthetic voices less often than real ones.
+        files: speaker -> utterance files (any format soundfile reads) instead of scanning ``speakers_dir``'s
+            sub-folders for ``.wav`` files (the LibriSpeech training speakers,
+            :func:`~sa_speechsep.librispeech.librispeech_dynamic_dataset`).
     """
 
     def __init__(
@@ -204,19 +225,27 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
         speaker_speeds: tuple[float, ...] | list[float] = (1.0,),
         speaker_weights: Mapping[str, float] | None = None,
         speaker_formants: tuple[float, ...] | list[float] = (1.0,),
+        files: Mapping[str, Sequence[str | Path]] | None = None,
     ) -> None:
         root = Path(speakers_dir)
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root}: speakers folder not found")
         self.files: dict[str, list[Path]] = {}
-        for d in sorted(p for p in root.iterdir() if p.is_dir()):
-            if speakers is not None and d.name not in speakers:
-                continue
-            wavs = sorted(d.rglob("*.wav"))
-            if wavs:
-                self.files[d.name] = wavs
-        if len(self.files) < num_spks:
-            raise ValueError(f"{root}: {len(self.files)} speaker folders with .wav files, need >= {num_spks}")
+        if files is not None:
+            for name in sorted(files):
+                if (speakers is None or name in speakers) and files[name]:
+                    self.files[name] = sorted(Path(f) for f in files[name])
+            if len(self.files) < num_spks:
+                raise ValueError(f"{root}: {len(self.files)} speakers with utterances, need >= {num_spks}")
+        else:
+            if not root.is_dir():
+                raise FileNotFoundError(f"{root}: speakers folder not found")
+            for d in sorted(p for p in root.iterdir() if p.is_dir()):
+                if speakers is not None and d.name not in speakers:
+                    continue
+                wavs = sorted(d.rglob("*.wav"))
+                if wavs:
+                    self.files[d.name] = wavs
+            if len(self.files) < num_spks:
+                raise ValueError(f"{root}: {len(self.files)} speaker folders with .wav files, need >= {num_spks}")
         speeds, formants = _factors("speaker_speeds", speaker_speeds), _factors("speaker_formants", speaker_formants)
         # virtual speaker name -> (speaker folder, speed factor, formant factor)
         self.virtual: dict[str, tuple[str, float, float]] = {
@@ -289,6 +318,26 @@ class DynamicMixDataset(Dataset[dict[str, torch.Tensor]]):
         return _item(mix * scale, [s * scale for s in sources])
 
 
+def librispeech_dynamic_dataset(
+    root: str | Path, split: SplitOptions | None = None, **dynamic: Any
+) -> DynamicMixDataset:
+    """Dynamic mixing (:class:`DynamicMixDataset`) of the training speakers of a LibriSpeech-style speech folder.
+
+    Args:
+        root: LibriSpeech tree or flat ``<speaker>-<chapter>-<utt>.flac`` folder.
+        split: the speaker split (:class:`~sa_speechsep.librispeech.SplitOptions`); its validation and test
+            speakers are left out.
+        dynamic: :class:`DynamicMixDataset` arguments (``num_spks``, ``segment_seconds``, ``gain_db``...).
+    """
+    from .librispeech import SplitOptions, scan_speakers, split_speakers
+
+    opts = split or SplitOptions()
+    corpus = scan_speakers(root, opts.speakers_file)
+    sp = split_speakers(corpus, opts.test_speakers, opts.val_speakers, opts.seed)
+    files = {s: [u.path for u in corpus.utterances[s]] for s in sp.train}
+    return DynamicMixDataset(root, files=files, **dynamic)
+
+
 def build_dataset(
     spec: str,
     *,
@@ -298,17 +347,49 @@ def build_dataset(
     segment_seconds: float | None = None,
     train: bool = False,
     seed: int = 0,
+    split: SplitOptions | None = None,
+    part: str = "tt",
+    mixtures: int = 200,
+    mixture_seconds: float = 4.0,
     **dynamic: Any,
 ) -> Dataset[dict[str, torch.Tensor]]:
-    """A dataset from a path: ``.csv`` -> LibriMix, folder with ``mix/`` -> WSJ0-mix, ``kind='dynamic'`` ->
-    dynamic mixing of speaker folders."""
+    """A dataset from a path.
+
+    ``kind``: ``auto`` (``.csv`` -> LibriMix, a LibriSpeech-style speech folder -> ``librispeech``, else
+    WSJ0-mix), ``wsj0mix``, ``librimix``, ``dynamic`` (speaker sub-folders) or ``librispeech``: with ``train``,
+    dynamic mixing of the training speakers of ``split``; without, ``mixtures`` fixed mixtures of
+    ``mixture_seconds`` of the ``part`` (``cv`` / ``tt``) speakers, seeded by ``seed``
+    (:class:`~sa_speechsep.librispeech.LibriSpeechMixDataset`). ``dynamic``: :class:`DynamicMixDataset`
+    arguments (``dynamic`` and ``librispeech`` training only).
+    """
     path = Path(spec)
     if kind == "auto":
-        kind = "librimix" if path.suffix == ".csv" else "wsj0mix"
+        from .librispeech import is_speaker_folder
+
+        if path.suffix == ".csv":
+            kind = "librimix"
+        else:
+            kind = "librispeech" if is_speaker_folder(path) else "wsj0mix"
     if kind == "librimix":
         return LibriMixDataset(path, num_spks, sample_rate, segment_seconds, random_crop=train, seed=seed)
     if kind == "wsj0mix":
         return Wsj0MixDataset(path, num_spks, sample_rate, segment_seconds, random_crop=train, seed=seed)
     if kind == "dynamic":
         return DynamicMixDataset(path, num_spks, sample_rate, segment_seconds or 4.0, seed=seed, **dynamic)
-    raise ValueError(f"unknown dataset kind {kind!r}: use auto, wsj0mix, librimix or dynamic")
+    if kind == "librispeech":
+        from .librispeech import LibriSpeechMixDataset
+
+        if train:
+            return librispeech_dynamic_dataset(
+                path,
+                split,
+                num_spks=num_spks,
+                sample_rate=sample_rate,
+                segment_seconds=segment_seconds or 4.0,
+                seed=seed,
+                **dynamic,
+            )
+        if num_spks != 2:
+            raise ValueError(f"{path}: fixed LibriSpeech mixtures have 2 speakers, the model separates {num_spks}")
+        return LibriSpeechMixDataset(path, part, mixtures, mixture_seconds, seed, sample_rate, split)
+    raise ValueError(f"unknown dataset kind {kind!r}: use auto, wsj0mix, librimix, dynamic or librispeech")

@@ -8,6 +8,9 @@ Examples::
     sa-speechsep evaluate --run runs/speechsep/mossformer-cpu --baseline runs/speechsep/convtasnet-cpu
     sa-speechsep predict mixture.wav --out separated/ --run runs/speechsep/mossformer-cpu
     sa-speechsep convert path/to/hub_folder_or_ckpt --out runs/speechsep/mossformer-l-official
+    sa-speechsep mixtures --src ../shared/data/librispeech-251 --out data/librispeech-2mix   # fixed cv / tt sets
+    sa-speechsep train data.train_kind=librispeech data.val=../shared/data/librispeech-251   # LibriSpeech speakers
+    sa-speechsep evaluate --run runs/speechsep/mossformer-cpu --data ../shared/data/librispeech-251 --mixtures 200
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared_attention.domain import Converted, Domain, arg
+from shared_attention.domain import Command, Converted, Domain, arg
 
 __all__ = ["DOMAIN", "main"]
 
@@ -95,6 +98,42 @@ def convert(sources: Sequence[str], kwargs: str | None = None) -> Converted:
     )
 
 
+def mixtures(ns: argparse.Namespace) -> int:
+    """``sa-speechsep mixtures``: writes fixed WSJ0-2mix-style cv / tt mixtures of a speech folder's held-out
+    speakers."""
+    import time
+
+    from .librispeech import SplitOptions, write_mixtures
+
+    start = time.perf_counter()
+    split = SplitOptions(ns.test_speakers, ns.val_speakers, ns.split_seed, ns.speakers_file)
+    manifest = write_mixtures(
+        ns.src,
+        ns.out,
+        mixtures=ns.mixtures,
+        seconds=ns.seconds,
+        seed=ns.seed,
+        split=split,
+        sample_rate=ns.sample_rate,
+        overwrite=ns.overwrite,
+        progress=not ns.no_progress,
+    )
+    for part, row in manifest["split"]["counts"].items():
+        sexes = ", ".join(f"{k} {row[k]}" for k in ("F", "M", "?") if row[k])
+        print(f"{part}: {row['speakers']} speakers ({sexes})")
+    for part, names in manifest["mixtures"].items():
+        print(f"{part}: {len(names)} mixtures of {ns.seconds:g} s -> {Path(ns.out) / part}")
+    print(f"wrote {Path(ns.out) / 'manifest.json'} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+_SPLIT_ARGS = (
+    arg("--test-speakers", type=int, help="held-out test speakers (default: 25, or the run's data.test_speakers)"),
+    arg("--val-speakers", type=int, help="held-out validation speakers (default: 25, or the run's data.val_speakers)"),
+    arg("--split-seed", type=int, help="seed of the speaker split (default: 0, or the run's data.split_seed)"),
+    arg("--speakers-file", help="SPEAKERS.TXT giving the sexes (default: in the folder or the one above)"),
+)
+
 DOMAIN = Domain(
     name="speechsep",
     summary="MossFormer speech separation: train, evaluate, separate (predict), convert, sample.",
@@ -113,8 +152,32 @@ DOMAIN = Domain(
             arg("--max-items", type=int, default=0, help="evaluate at most N mixtures (0: all)"),
             arg("--no-sdr", action="store_true", help="skip the BSS-eval SDR (faster)"),
             arg("--oracle", action="store_true", help="also score the oracle ideal ratio mask"),
+            arg("--mixtures", type=int, help="with a speech folder as --data: test mixtures (default: the config's)"),
+            arg("--seconds", type=float, help="with a speech folder: mixture length (default: the config's)"),
+            arg("--seed", type=int, help="with a speech folder: the mixtures' seed (default: the config's)"),
+            *_SPLIT_ARGS,
         ),
         "convert": (arg("--kwargs", help="official constructor arguments as JSON, e.g. '{\"num_spks\": 3}'"),),
+    },
+    commands={
+        "mixtures": Command(
+            help="write fixed 2-speaker cv / tt mixtures (WSJ0-2mix layout) from a LibriSpeech-style speech folder",
+            run="sa_speechsep.domain:mixtures",
+            arguments=(
+                arg("--src", default="../shared/data/librispeech-251", help="LibriSpeech tree or flat folder"),
+                arg("--out", required=True, help="output folder ({cv,tt}/{mix,s1,s2}/<name>.wav, manifest.json)"),
+                arg("--mixtures", type=int, default=200, help="mixtures per part"),
+                arg("--seconds", type=float, default=4.0, help="mixture length"),
+                arg("--seed", type=int, default=0, help="the mixtures' seed"),
+                arg("--test-speakers", type=int, default=25),
+                arg("--val-speakers", type=int, default=25),
+                arg("--split-seed", type=int, default=0, help="seed of the speaker split (keep the training one)"),
+                arg("--speakers-file", help="SPEAKERS.TXT (default: in --src or the folder above)"),
+                arg("--sample-rate", type=int, default=8000),
+                arg("--overwrite", action="store_true", help="replace the WAV files of an earlier run in --out"),
+                arg("--no-progress", action="store_true"),
+            ),
+        ),
     },
     user_errors=("builtins:NotImplementedError",),
     examples=__doc__.split("\n\n", 1)[1] if __doc__ else "",

@@ -35,10 +35,12 @@ class SpeechsepTask(TaskHooks):
 
     def build_datasets(self) -> tuple[Dataset[Any], Dataset[Any] | None]:
         from .data import build_dataset
+        from .librispeech import SplitOptions
 
         d, spk = self.cfg.data, self.cfg.model.num_spks
+        split = SplitOptions(d.test_speakers, d.val_speakers, d.split_seed, d.speakers_file)
         dynamic: dict[str, Any] = {}
-        if d.train_kind == "dynamic":
+        if d.train_kind in ("dynamic", "librispeech"):
             dynamic = {
                 "gain_db": d.gain_db,
                 "speed_range": (d.speed_min, d.speed_max),
@@ -48,17 +50,26 @@ class SpeechsepTask(TaskHooks):
                 "speaker_formants": tuple(d.speaker_formants),
             }
         train = build_dataset(
-            d.train,
+            d.librispeech_root if d.train_kind == "librispeech" else d.train,
             kind=d.train_kind,
             num_spks=spk,
             sample_rate=d.sample_rate,
             segment_seconds=d.segment_seconds,
             train=True,
             seed=self.cfg.train.seed,
+            split=split,
             **dynamic,
         )
         val: Dataset[Any] = build_dataset(
-            d.val, num_spks=spk, sample_rate=d.sample_rate, segment_seconds=d.val_segment_seconds
+            d.val,
+            num_spks=spk,
+            sample_rate=d.sample_rate,
+            segment_seconds=d.val_segment_seconds,
+            seed=d.eval_seed,
+            split=split,
+            part="cv",
+            mixtures=d.eval_mixtures,
+            mixture_seconds=d.eval_seconds,
         )
         if d.max_val_items:
             val = Subset(val, range(min(d.max_val_items, len(val))))  # type: ignore[arg-type]
