@@ -162,3 +162,35 @@ def test_cli_trains_fm_and_evaluates_any_libfm_file(tmp_path: Path) -> None:
     ev = json.loads((run / "evaluation.json").read_text())
     assert ev["details"]["rows"] == 60 and ev["details"]["skipped"] == 1 and ev["details"]["data"] == str(bad)
     assert ev["model"] > 0.9  # an FM learns a two-field interaction
+
+
+def test_hiformer_fm_term_adds_first_order_and_pairwise_products() -> None:
+    """``model.fm_term``: Hiformer's logit plus sum of first-order id weights plus sum_{i<j} <e_i, e_j> of the very
+    embeddings the Hiformer tokens are made of (naive loops), pruned or not."""
+    from sa_ranking.models import Hiformer
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        arch="hiformer", embedding_dim=8, key_rank=4, value_rank=4, fm_term=True, embedding_init_scale=0.3
+    )
+    model = Hiformer(RANGES, cfg).eval()
+    plain = Hiformer(RANGES, ModelConfig(arch="hiformer", embedding_dim=8, key_rank=4, value_rank=4)).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("first_order.")})
+    with torch.no_grad():
+        for t in model.first_order.embedding_bags.values():  # type: ignore[union-attr]
+            t.weight.uniform_(-0.5, 0.5)
+    ids = [[1, 0], [2, 1], [0, 1]]
+    kjt = KeyedJaggedTensor(
+        keys=["a", "b", "c"], values=torch.tensor(sum(ids, [])), lengths=torch.ones(6, dtype=torch.int32)
+    )
+    emb = {n: t.weight.detach() for n, t in model.ebc.embedding_bags.items()}
+    first = {n: t.weight.detach() for n, t in model.first_order.embedding_bags.items()}  # type: ignore[union-attr]
+    for prune in (False, True):
+        with torch.no_grad():
+            got, base = model(torch.zeros(2, 0), kjt, prune=prune), plain(torch.zeros(2, 0), kjt, prune=prune)
+        for e in range(2):
+            rows = [emb[f"t_{f}"][ids[k][e]] for k, f in enumerate("abc")]
+            w = sum(float(first[f"fm_{f}"][ids[k][e]].sum()) for k, f in enumerate("abc"))
+            pair = sum(float(rows[i] @ rows[j]) for i in range(3) for j in range(i + 1, 3))
+            assert float(got[e]) == pytest.approx(float(base[e]) + w + pair, rel=1e-5, abs=1e-5)

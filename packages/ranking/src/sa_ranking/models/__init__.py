@@ -65,6 +65,10 @@ class ModelConfig:
             embedding is replaced by zeros for that fraction of the examples (no rescaling: with
             ``embedding_init_scale: 0`` an id never seen in training *is* a zero row). Teaches the model a
             fallback for cold ids, e.g. ``{user: 0.5}`` when most evaluation users are new.
+        fm_term: Hiformer only: add a factorisation-machine term to the logit (DeepFM-style, sharing the token
+            embeddings): first-order weights per id (a width-4 table, as :class:`LogisticRegression`) plus the
+            pairwise ``sum_{i<j} <e_i, e_j>`` of the sparse embeddings, a cheap direct path for the
+            id-pair memorisation that dominates logs such as Frappe.
     """
 
     arch: Arch = "hiformer"
@@ -84,6 +88,12 @@ class ModelConfig:
     prune_serving: bool = True
     embedding_init_scale: float | None = None
     feature_dropout: dict[str, float] = field(default_factory=dict)
+    fm_term: bool = False
+
+
+def fm_pairwise(v: Tensor) -> Tensor:
+    """``(B, S, d)`` field factors -> ``(B,)`` ``sum_{i<j} <v_i, v_j>`` via ``0.5 (|sum v|^2 - sum |v|^2)``."""
+    return 0.5 * (v.sum(1).square() - v.square().sum(1)).sum(-1)
 
 
 class FeatureDropout(nn.Module):
@@ -121,9 +131,13 @@ class FeatureDropout(nn.Module):
 
 
 def make_ebc(
-    schema: Schema, dim: int, device: torch.device | str | None = None, init_scale: float | None = None
+    schema: Schema,
+    dim: int,
+    device: torch.device | str | None = None,
+    init_scale: float | None = None,
+    prefix: str = "t_",
 ) -> EmbeddingBagCollection:
-    """One table ``t_<feature>`` per sparse feature (mean pooling for multi-hot fields that ask for it).
+    """One table ``<prefix><feature>`` per sparse feature (mean pooling for multi-hot fields that ask for it).
 
     ``init_scale``: rows start uniform in ``[-init_scale, init_scale]`` (``None``: torchrec's default).
     """
@@ -132,7 +146,7 @@ def make_ebc(
     bounds = {} if init_scale is None else {"weight_init_min": -init_scale, "weight_init_max": init_scale}
     tables = [
         EmbeddingBagConfig(
-            name=f"t_{f.name}",
+            name=f"{prefix}{f.name}",
             embedding_dim=dim,
             num_embeddings=f.num_embeddings,
             feature_names=[f.name],
@@ -248,20 +262,32 @@ class Hiformer(nn.Module):
         self.dense_proj = nn.Linear(self.num_dense, self.dense_tokens * d) if self.dense_tokens else None
         self.task_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.encoder = HiformerEncoder(self.num_tokens, cfg)
+        # optional FM term (model.fm_term): first-order id weights + pairwise products of the sparse embeddings
+        self.first_order = (
+            make_ebc(schema, LogisticRegression.table_width, device, 0.0, prefix="fm_") if cfg.fm_term else None
+        )
 
     def tokens(self, dense: Tensor, sparse: KeyedJaggedTensor) -> Tensor:
         """``(B, L, d)``: task token, sparse embeddings, dense tokens."""
+        return self._tokens(dense, sparse)[0]
+
+    def _tokens(self, dense: Tensor, sparse: KeyedJaggedTensor) -> tuple[Tensor, Tensor]:
         emb = self.feature_dropout(self.ebc(sparse).values())  # (B, S d)
         b = emb.shape[0]
-        parts = [self.task_token.expand(b, -1, -1), emb.reshape(b, self.num_sparse, self.embedding_dim)]
+        fields = emb.reshape(b, self.num_sparse, self.embedding_dim)  # (B, S, d)
+        parts = [self.task_token.expand(b, -1, -1), fields]
         if self.dense_proj is not None:
             parts.append(self.dense_proj(dense).reshape(b, self.dense_tokens, self.embedding_dim))
-        return torch.cat(parts, dim=1)  # (B, L, d)
+        return torch.cat(parts, dim=1), fields  # (B, L, d), (B, S, d)
 
     def forward(self, dense: Tensor, sparse: KeyedJaggedTensor, prune: bool | None = None) -> Tensor:
         """Logits ``(B,)``; ``prune`` (default: ``self.prune``) computes only the task token in the last layer."""
         prune = self.prune if prune is None else prune
-        return self.encoder(self.tokens(dense, sparse), prune)  # (B,)
+        tokens, fields = self._tokens(dense, sparse)
+        logit = self.encoder(tokens, prune)  # (B,)
+        if self.first_order is not None:
+            logit = logit + self.first_order(sparse).values().sum(1) + fm_pairwise(fields)  # (B,)
+        return logit
 
 
 class DCNv2(nn.Module):
@@ -336,7 +362,7 @@ class FactorizationMachine(nn.Module):
         e = emb.reshape(emb.shape[0], self.num_sparse, self.first_order_width + self.dim)  # (B, S, 4 + d)
         first = e[..., : self.first_order_width].sum(dim=(1, 2))  # (B,)
         v = e[..., self.first_order_width :]  # (B, S, d)
-        pairwise = 0.5 * (v.sum(1).square() - v.square().sum(1)).sum(-1)  # (B,)
+        pairwise = fm_pairwise(v)  # (B,)
         logit = self.bias + first + pairwise
         if self.linear is not None:
             logit = logit + self.linear(dense).squeeze(-1)
