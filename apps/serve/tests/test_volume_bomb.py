@@ -42,17 +42,10 @@ def bombs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 _CHILD = """
-import json, resource, sys
+import json, sys
 from sa_serve.uploads import UploadError, check_volume
 
-def peak():
-    # VmHWM: this process's own peak RSS (kB). ru_maxrss would start at the *parent's* peak after fork + exec
-    # on Linux (the kernel carries it over), which can hide everything the child does.
-    try:
-        with open("/proc/self/status") as f:
-            return 1024 * next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+from shared_attention.memory import peak_rss_bytes as peak
 
 data = open(sys.argv[1], "rb").read()
 before = peak()

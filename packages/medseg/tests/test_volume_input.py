@@ -82,19 +82,13 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ------------------------------------------------------------------------------------------ gzip bombs
 
 _CHILD = """
-import json, resource, sys
+import json, sys
 import numpy as np, torch
 from sa_medseg.predictor import MedsegPredictor
 from shared_attention.serving import InputError
 from shared_attention.io import gzip_with_zeros, synth_nifti_header
 
-def peak():
-    # VmHWM: this process's own peak RSS (kB); ru_maxrss would start at the parent's peak after fork + exec
-    try:
-        with open("/proc/self/status") as f:
-            return 1024 * next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+from shared_attention.memory import peak_rss_bytes as peak
 
 pred = MedsegPredictor(torch.nn.Conv2d(1, 3, 1), ["background", "a", "b"])
 raw = open(sys.argv[1], "rb").read()
