@@ -15,13 +15,7 @@ from sa_anomaly.task import AnomalyTask, FeatureCache
 
 from shared_attention.engine import fit
 
-TINY = [
-    "model.backbone=test_efficientnet",
-    "model.backbone_weights=null",
-    "model.image_size=64",
-    "model.d_models=[16, 16]",
-    "model.n_heads=2",
-    "model.n_layers=1",
+TINY: list[str] = [  # on top of the bundled `tiny` config (test-sized FOD)
     "train.max_steps=4",
     "train.eval_every=4",
     "train.checkpoint_every=4",
@@ -38,7 +32,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _train(data: Path, run: Path, cache: bool) -> dict[str, torch.Tensor]:
     cfg = load_ad_config(
-        "cpu",
+        "tiny",
         [
             *TINY,
             f"data.root={data}",
@@ -77,7 +71,7 @@ def test_cached_features_train_the_same_weights(tiny_data: Path, tmp_path: Path)
 
 
 def test_cache_holds_every_flip_in_image_major_order(tiny_data: Path) -> None:
-    cfg = load_ad_config("cpu", [*TINY, f"data.root={tiny_data}", "data.category=brick"])
+    cfg = load_ad_config("tiny", [*TINY, f"data.root={tiny_data}", "data.category=brick"])
     task = AnomalyTask(cfg)
     model = task.build_model()
     ds = task._dataset(task.split()[0])

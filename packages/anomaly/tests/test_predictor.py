@@ -16,15 +16,6 @@ from sa_anomaly.models import build_model
 from sa_anomaly.predictor import AnomalyPredictor
 from torch import nn
 
-TINY = [
-    "model.backbone=test_efficientnet",
-    "model.backbone_weights=null",
-    "model.image_size=64",
-    "model.d_models=[16, 16]",
-    "model.n_heads=2",
-    "model.n_layers=1",
-]
-
 
 class _Stub(nn.Module):
     """Stands in for FOD: only ``image_size`` and one parameter; the maps come from :func:`_bright_maps`."""
@@ -168,7 +159,7 @@ def test_titled_panels_with_colour_bar() -> None:
 
 def _tiny_predictor(resize: int | None = None) -> AnomalyPredictor:
     torch.manual_seed(0)
-    model = build_model(load_ad_config("cpu", TINY), backbone_weights=False)
+    model = build_model(load_ad_config("tiny"), backbone_weights=False)
     return AnomalyPredictor(model, None, resize=resize)
 
 

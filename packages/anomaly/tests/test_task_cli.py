@@ -17,15 +17,6 @@ from sa_anomaly.sample import build_sample
 
 from shared_attention.serving import InputError
 
-TINY = [
-    "model.backbone=test_efficientnet",
-    "model.backbone_weights=null",
-    "model.image_size=64",
-    "model.d_models=[16, 16]",
-    "model.n_heads=2",
-    "model.n_layers=1",
-]
-
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -53,8 +44,7 @@ def test_train_evaluate_predict_convert(tiny_data: Path, tmp_path: Path) -> None
         [
             "train",
             "--config",
-            "cpu",
-            *TINY,
+            "tiny",  # the bundled test-sized FOD
             f"data.root={tiny_data}",
             "data.category=brick",
             f"train.run_dir={run}",
