@@ -296,7 +296,7 @@ def _load(served: Served, settings: ServeSettings) -> None:
         threads=settings.threads,
         max_rows=max_rows,
     )
-    if callable(getattr(served.predictor, "cost", None)) and _has_cost_model(served.predictor):
+    if _has_cost_model(served.predictor):
         served.meter = CostMeter(str(getattr(served.predictor, "cost_unit", "units")))
         served.large = ModelWorker(
             f"{domain} (large lane)", served.predictor, max_batch=1, capacity=max(settings.large_slots, 1)
@@ -648,13 +648,14 @@ def create_app(settings: ServeSettings) -> FastAPI:
         finally:
             worker.release()
 
-    def _budget(sv: Served, meta: Mapping[str, Any], rows: int | None) -> float | None:
-        """The request's estimated seconds (None: unknown); 413 when it cannot finish in time or memory."""
+    def _budget(sv: Served, meta: Mapping[str, Any], rows: int | None) -> tuple[float | None, float | None]:
+        """The request's ``(work units, estimated seconds)`` (None: unknown); 413 when it cannot finish in time
+        or memory."""
         domain, pred = sv.source.domain, sv.predictor
         if rows is not None:
             meta = {**meta, "rows": rows}
         if not meta:
-            return None
+            return None, None
         memory = getattr(pred, "memory_bytes", None)
         need = memory(meta) if callable(memory) else None
         if need is not None and need > settings.limits.max_request_memory:
@@ -664,10 +665,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 f"{settings.limits.max_request_memory / MiB:,.0f} MiB",
             )
         if sv.meter is None:
-            return None
+            return None, None
         units = _units(pred, meta)
         if units is None:
-            return None
+            return None, None
         seconds = sv.meter.estimate(units).seconds
         budget = settings.timeout_s * settings.budget_fraction
         if seconds is not None and seconds > budget:
@@ -678,7 +679,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 f"{domain}: this input ({units:,.0f} {sv.meter.unit}) needs about {seconds:,.0f} s on this server "
                 f"(measured here), over the route's time limit of {settings.timeout_s:g} s{hint}",
             )
-        return seconds
+        return units, seconds
 
     async def _serve_one(sv: Served, request: Request, body: bytes) -> Response:
         domain, pred, worker = sv.source.domain, sv.predictor, sv.worker
@@ -694,7 +695,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             raise _error(
                 413, f"{domain}: {len(list_rows):,} rows; the limit is {settings.limits.max_json_rows:,} per request"
             )
-        estimate = _budget(sv, meta, len(list_rows) if list_rows is not None else None)
+        units, estimate = _budget(sv, meta, len(list_rows) if list_rows is not None else None)
         large_s = settings.large_request_s if settings.large_request_s is not None else settings.timeout_s / 4
         lane = worker
         if sv.large is not None and estimate is not None and estimate > large_s:
@@ -727,10 +728,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         finally:
             if lane is not worker:
                 lane.release()
-        if sv.meter is not None and meta:
-            units = _units(pred, {**meta, "rows": len(list_rows)} if list_rows is not None else meta)
-            if units is not None:
-                sv.meter.observe(units, t_pre + ticket.run_s + t_post)
+        if sv.meter is not None and units is not None:
+            sv.meter.observe(units, t_pre + ticket.run_s + t_post)
         return _respond(result)
 
     def _as_rows(domain: str, raw: Any) -> list[Any] | None:
