@@ -78,6 +78,9 @@ def test_summary_tells_the_truth_about_the_demo(tmp_path, capsys):
     assert "SUMMARY_ARGS := --smoke" in makefile and "SUMMARY_ARGS := --bench bench/results" in makefile
     assert "sa-serve summary $(DEMO_RUNS) $(SUMMARY_ARGS)" in makefile
     assert "seconds" not in makefile.split("DEMO_BUDGET ?=")[0].split("# DEMO_BUDGET=tiny")[1]
+    help_text = makefile.split("\nhelp:", 1)[1].split("\n\n", 1)[0]  # `make help` describes the real demo
+    assert "toy" not in help_text and "built-in task" not in help_text
+    assert all(d in help_text for d in ("restoration", "anomaly", "medseg", "speechsep", "ranking", "smoke test"))
 
 
 def test_summary_rejects_bad_files_with_their_name(tmp_path, capsys):
