@@ -398,6 +398,9 @@ def _frappe_request(candidates: int) -> tuple[Any, Any, Any]:
 def bench_serving(setting: str, candidates: int, repeat: int, threads: int) -> dict[str, Any]:
     from sa_ranking.models import Hiformer
 
+    from shared_attention.memory import keep_freed_heap
+
+    keep_freed_heap()  # as sa-serve does: both variants measured with the server's allocator setting
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     request = {"criteo": _criteo_request, "frappe": _frappe_request}.get(setting, _rank_sample_request)

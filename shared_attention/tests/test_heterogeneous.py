@@ -116,3 +116,22 @@ def test_gradients_flow_to_every_projection() -> None:
     attn(torch.randn(2, 4, 8)).sum().backward()
     for name, p in attn.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("composite,key_rank,value_rank", [(False, None, None), (True, None, None), (True, 3, 2)])
+def test_token_major_layout_equals_batch_major(composite: bool, key_rank: int | None, value_rank: int | None) -> None:
+    # the (L, B, d) layout the Hiformer encoder runs in gives the same rows as (B, L, d), pruned or not
+    torch.manual_seed(4)
+    attn = HeterogeneousAttention(5, 8, 2, composite=composite, key_rank=key_rank, value_rank=value_rank).eval()
+    x = torch.randn(3, 5, 8)
+    xt = x.transpose(0, 1).contiguous()  # (L, B, d)
+    with torch.no_grad():
+        torch.testing.assert_close(attn(xt, token_major=True), attn(x).transpose(0, 1), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(attn(xt, [0, 3], token_major=True), attn(x, [0, 3]).transpose(0, 1))
+        ref = naive(attn, x).float()
+        torch.testing.assert_close(attn(xt, token_major=True).transpose(0, 1), ref, atol=1e-5, rtol=1e-5)
+    mlp = PerTokenMlp(5, 8, 6)
+    torch.testing.assert_close(mlp(xt, token_major=True), mlp(x).transpose(0, 1))
+    torch.testing.assert_close(mlp(xt[[2]], [2], token_major=True), mlp(x[:, [2]], [2]).transpose(0, 1))
+    with pytest.raises(ValueError, match=r"expected \(5, B, 8\)"):
+        attn(x[:, :4], token_major=True)

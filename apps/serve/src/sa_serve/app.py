@@ -510,6 +510,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
             import torch
 
             torch.set_num_threads(settings.torch_threads)
+        from shared_attention.memory import keep_freed_heap
+
+        keep_freed_heap()  # activations reuse heap pages instead of page-faulting fresh maps on every request
         try:
             for sv in served.values():
                 try:

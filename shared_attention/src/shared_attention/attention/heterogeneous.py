@@ -63,17 +63,24 @@ class PerTokenLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_tokens, in_features, out_features).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(num_tokens, out_features).uniform_(-bound, bound)) if bias else None
 
-    def forward(self, x: Tensor, token_index: QueryIndex = None) -> Tensor:
-        """``x``: ``(B, L', in)`` where ``L'`` is ``L`` or ``len(token_index)`` (the tokens' own weights)."""
+    def forward(self, x: Tensor, token_index: QueryIndex = None, token_major: bool = False) -> Tensor:
+        """``x``: ``(B, L', in)`` where ``L'`` is ``L`` or ``len(token_index)`` (the tokens' own weights).
+
+        With ``token_major=True`` ``x`` is ``(L', B, in)`` and the result ``(L', B, out)``: the layout the batched
+        matrix product works in, so a stack of these layers runs without transposing copies.
+        """
         idx = _as_index(token_index, x.device)
         w = self.weight if idx is None else self.weight.index_select(0, idx)  # (L', in, out)
-        if x.shape[1] != w.shape[0]:
+        n_tok = x.shape[0] if token_major else x.shape[1]
+        if x.ndim != 3 or n_tok != w.shape[0]:
             raise ValueError(f"expected {w.shape[0]} tokens, got input of shape {tuple(x.shape)}")
-        xt = x.transpose(0, 1)  # (L', B, in)
+        xt = x if token_major else x.transpose(0, 1)  # (L', B, in)
         if self.bias is None:
-            return torch.bmm(xt, w).transpose(0, 1)  # (B, L', out)
-        b = self.bias if idx is None else self.bias.index_select(0, idx)
-        return torch.baddbmm(b.unsqueeze(1), xt, w).transpose(0, 1)  # bias fused: (B, L', out)
+            y = torch.bmm(xt, w)  # (L', B, out)
+        else:
+            b = self.bias if idx is None else self.bias.index_select(0, idx)
+            y = torch.baddbmm(b.unsqueeze(1), xt, w)  # bias fused: (L', B, out)
+        return y if token_major else y.transpose(0, 1)  # (L', B, out) or (B, L', out)
 
     def extra_repr(self) -> str:
         return f"tokens={self.num_tokens}, in={self.in_features}, out={self.out_features}"
@@ -95,9 +102,10 @@ class PerTokenMlp(nn.Module):
         self.fc2 = PerTokenLinear(num_tokens, hidden, dim)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: Tensor, token_index: QueryIndex = None) -> Tensor:
-        h = self.drop(self.act(self.fc1(x, token_index)))  # (B, L', hidden)
-        return self.drop(self.fc2(h, token_index))  # (B, L', dim)
+    def forward(self, x: Tensor, token_index: QueryIndex = None, token_major: bool = False) -> Tensor:
+        """``x``: ``(B, L', dim)``, or ``(L', B, dim)`` with ``token_major`` (see :class:`PerTokenLinear`)."""
+        h = self.drop(self.act(self.fc1(x, token_index, token_major)))  # (B, L', hidden) / (L', B, hidden)
+        return self.drop(self.fc2(h, token_index, token_major))  # (B, L', dim) / (L', B, dim)
 
 
 class HeterogeneousAttention(nn.Module):
@@ -166,32 +174,60 @@ class HeterogeneousAttention(nn.Module):
             return getattr(self, name)(flat)  # (B, L H d_k)
         return getattr(self, f"{name}_up")(getattr(self, f"{name}_down")(flat))  # (B, r) -> (B, L H d_k)
 
-    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Keys and values of every token, each ``(B, H, L, d_k)``."""
-        b, n, d = x.shape
-        if self.composite:
-            flat = x.reshape(b, n * d)  # (B, L d)
-            k, v = self._composite("k", flat), self._composite("v", flat)  # (B, L H d_k)
+    def keys_values(self, x: Tensor, token_major: bool = False) -> tuple[Tensor, Tensor]:
+        """Keys and values of every token, each ``(B, H, L, d_k)`` (a strided view; ``x`` as in :meth:`forward`)."""
+        if token_major:
+            n, b, d = x.shape
         else:
-            k, v = self.k(x), self.v(x)  # (B, L, H d_k)
-        k = k.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d_k)
-        v = v.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d_k)
-        return k, v
+            b, n, d = x.shape
+        if self.composite:
+            flat = (x.transpose(0, 1) if token_major else x).reshape(b, n * d)  # (B, L d)
+            if self.key_rank is not None and self.value_rank is not None:
+                # both down-projections in one product (one pass over the widest operand)
+                w_down = torch.cat([self.k_down.weight, self.v_down.weight])  # (r_k + r_v, L d)
+                z = flat @ w_down.t()  # (B, r_k + r_v)
+                k = self.k_up(z[:, : self.key_rank])  # (B, L H d_k)
+                v = self.v_up(z[:, self.key_rank :])  # (B, L H d_k)
+            else:
+                k, v = self._composite("k", flat), self._composite("v", flat)  # (B, L H d_k)
+            k = k.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d_k)
+            v = v.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d_k)
+            return k, v
+        k, v = self.k(x, None, token_major), self.v(x, None, token_major)  # (B, L, H d_k) / (L, B, H d_k)
+        return self._heads(k, token_major), self._heads(v, token_major)  # (B, H, L, d_k)
 
-    def forward(self, x: Tensor, query_index: QueryIndex = None) -> Tensor:
-        """``x``: ``(B, L, d)``. Returns ``(B, L, d)``, or ``(B, len(query_index), d)`` for those tokens only."""
-        b, n, d = x.shape
+    def _heads(self, t: Tensor, token_major: bool) -> Tensor:
+        """``(B, L, H d_k)`` or ``(L, B, H d_k)`` -> ``(B, H, L, d_k)`` (a view)."""
+        if token_major:
+            n, b, _ = t.shape
+            return t.view(n, b, self.num_heads, self.head_dim).permute(1, 2, 0, 3)  # (B, H, L, d_k)
+        b, n, _ = t.shape
+        return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d_k)
+
+    def forward(self, x: Tensor, query_index: QueryIndex = None, token_major: bool = False) -> Tensor:
+        """``x``: ``(B, L, d)``. Returns ``(B, L, d)``, or ``(B, len(query_index), d)`` for those tokens only.
+
+        With ``token_major=True`` input and output are ``(L, B, d)`` / ``(Lq, B, d)``: a stack of layers kept in
+        that layout (the Hiformer encoder) does its per-token products without a transposing copy each.
+        """
+        n, b, d = (x.shape if token_major else x.transpose(0, 1).shape) if x.ndim == 3 else (-1, -1, -1)
         if n != self.num_tokens or d != self.dim:
-            raise ValueError(f"expected (B, {self.num_tokens}, {self.dim}), got {tuple(x.shape)}")
+            want = f"({self.num_tokens}, B, {self.dim})" if token_major else f"(B, {self.num_tokens}, {self.dim})"
+            raise ValueError(f"expected {want}, got {tuple(x.shape)}")
         idx = _as_index(query_index, x.device)
-        xq = x if idx is None else x.index_select(1, idx)  # (B, Lq, d)
-        lq = xq.shape[1]
-        q = self.q(xq, idx).reshape(b, lq, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, Lq, d_k)
-        k, v = self.keys_values(x)  # (B, H, L, d_k)
+        tok_dim = 0 if token_major else 1
+        xq = x if idx is None else x.index_select(tok_dim, idx)  # (B, Lq, d) / (Lq, B, d)
+        lq = xq.shape[tok_dim]
+        q = self._heads(self.q(xq, idx, token_major), token_major)  # (B, H, Lq, d_k)
+        k, v = self.keys_values(x, token_major)  # (B, H, L, d_k)
         p = self.attn_drop if self.training else 0.0
         out, _ = scaled_dot_product(q, k, v, dropout_p=p)  # (B, H, Lq, d_k)
-        out = out.transpose(1, 2).reshape(b, lq, self.num_heads * self.head_dim)  # (B, Lq, H d_k)
-        return self.o(out, idx)  # (B, Lq, d)
+        inner = self.num_heads * self.head_dim
+        if token_major:
+            out = out.permute(2, 0, 1, 3).reshape(lq, b, inner)  # (Lq, B, H d_k)
+        else:
+            out = out.transpose(1, 2).reshape(b, lq, inner)  # (B, Lq, H d_k)
+        return self.o(out, idx, token_major)  # (B, Lq, d) / (Lq, B, d)
 
     def extra_repr(self) -> str:
         return (

@@ -200,15 +200,16 @@ class HiformerLayer(nn.Module):
         self.ffn = PerTokenMlp(num_tokens, dim, ffn_hidden, dropout)
 
     def forward(self, x: Tensor, query_index: QueryIndex = None) -> Tensor:
-        h = self.attn(self.norm1(x), query_index)  # (B, Lq, d)
+        """``x``: token-major ``(L, B, d)`` (the encoder's layout). Returns ``(L, B, d)`` or ``(Lq, B, d)``."""
+        h = self.attn(self.norm1(x), query_index, token_major=True)  # (Lq, B, d)
         if query_index is not None:
-            x = x[:, list(query_index)]  # (B, Lq, d)
+            x = x[list(query_index)]  # (Lq, B, d)
         x = x + h
-        return x + self.ffn(self.norm2(x), query_index)  # (B, Lq, d)
+        return x + self.ffn(self.norm2(x), query_index, token_major=True)  # (Lq, B, d)
 
 
 class HiformerEncoder(nn.Module):
-    """The Hiformer layers, final norm and MLP head on the task token (token 0): ``(B, L, d) -> (B,)`` logits.
+    """The Hiformer layers, final norm and MLP head on the task token (token 0): ``(L, B, d) -> (B,)`` logits.
 
     A separate module so torchrec's train pipeline can trace the model around it (a leaf of its FX trace).
     """
@@ -234,10 +235,11 @@ class HiformerEncoder(nn.Module):
         self.head = Mlp(d, cfg.mlp_dims[0] if cfg.mlp_dims else d, 1, act_layer=nn.ReLU, drop=cfg.dropout)
 
     def forward(self, x: Tensor, prune: bool = False) -> Tensor:
+        """``x``: token-major tokens ``(L, B, d)`` (every per-token product then runs without a copy)."""
         n = len(self.layers)
         for i, layer in enumerate(self.layers):
-            x = layer(x, [0] if prune and i == n - 1 else None)  # (B, L, d), or (B, 1, d) pruned
-        return self.head(self.norm(x[:, 0])).squeeze(-1)  # (B,)
+            x = layer(x, [0] if prune and i == n - 1 else None)  # (L, B, d), or (1, B, d) pruned
+        return self.head(self.norm(x[0])).squeeze(-1)  # (B,)
 
 
 class Hiformer(nn.Module):
@@ -269,25 +271,27 @@ class Hiformer(nn.Module):
 
     def tokens(self, dense: Tensor, sparse: KeyedJaggedTensor) -> Tensor:
         """``(B, L, d)``: task token, sparse embeddings, dense tokens."""
-        return self._tokens(dense, sparse)[0]
+        return self._tokens(dense, sparse)[0].transpose(0, 1)
 
     def _tokens(self, dense: Tensor, sparse: KeyedJaggedTensor) -> tuple[Tensor, Tensor]:
+        """Token-major tokens ``(L, B, d)`` (the encoder's layout) and the sparse embeddings ``(B, S, d)``."""
         emb = self.feature_dropout(self.ebc(sparse).values())  # (B, S d)
         b = emb.shape[0]
         fields = emb.reshape(b, self.num_sparse, self.embedding_dim)  # (B, S, d)
-        parts = [self.task_token.expand(b, -1, -1), fields]
+        parts = [self.task_token.expand(1, b, -1), fields.transpose(0, 1)]
         if self.dense_proj is not None:
-            parts.append(self.dense_proj(dense).reshape(b, self.dense_tokens, self.embedding_dim))
-        return torch.cat(parts, dim=1), fields  # (B, L, d), (B, S, d)
+            parts.append(self.dense_proj(dense).reshape(b, self.dense_tokens, self.embedding_dim).transpose(0, 1))
+        return torch.cat(parts, dim=0), fields  # (L, B, d), (B, S, d)
 
     def forward(self, dense: Tensor, sparse: KeyedJaggedTensor, prune: bool | None = None) -> Tensor:
         """Logits ``(B,)``; ``prune`` (default: ``self.prune``) computes only the task token in the last layer."""
         prune = self.prune if prune is None else prune
-        tokens, fields = self._tokens(dense, sparse)
-        logit = self.encoder(tokens, prune)  # (B,)
-        if self.first_order is not None:
-            logit = logit + self.first_order(sparse).values().sum(1) + fm_pairwise(fields)  # (B,)
-        return logit
+        tokens, fields = self._tokens(dense, sparse)  # (L, B, d)
+        if self.first_order is None:
+            return self.encoder(tokens, prune)  # (B,)
+        # the FM term first, while the embeddings it reads are still in cache
+        fm = self.first_order(sparse).values().sum(1) + fm_pairwise(fields)  # (B,)
+        return self.encoder(tokens, prune) + fm  # (B,)
 
 
 class DCNv2(nn.Module):
