@@ -64,8 +64,8 @@ def test_pruned_serving_equals_full_model(key_rank: int | None) -> None:
 def test_hiformer_tokens_and_every_parameter_trains() -> None:
     model = Hiformer(SCHEMA, CFG)
     assert model.num_tokens == 1 + 4 + 2
-    b = _batch()
-    assert model.tokens(b.dense_features, b.sparse_features).shape == (7, 7, 8)
+    b = _batch(5)  # a batch size that differs from the token count, so a swapped layout cannot pass
+    assert model.tokens(b.dense_features, b.sparse_features).shape == (5, 7, 8)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(model(b.dense_features, b.sparse_features), b.labels)
     loss.backward()
     for name, p in model.named_parameters():

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -184,10 +185,11 @@ class HeterogeneousAttention(nn.Module):
             flat = (x.transpose(0, 1) if token_major else x).reshape(b, n * d)  # (B, L d)
             if self.key_rank is not None and self.value_rank is not None:
                 # both down-projections in one product (one pass over the widest operand)
-                w_down = torch.cat([self.k_down.weight, self.v_down.weight])  # (r_k + r_v, L d)
+                k_down, v_down = cast(nn.Linear, self.k_down), cast(nn.Linear, self.v_down)
+                w_down = torch.cat([k_down.weight, v_down.weight])  # (r_k + r_v, L d)
                 z = flat @ w_down.t()  # (B, r_k + r_v)
-                k = self.k_up(z[:, : self.key_rank])  # (B, L H d_k)
-                v = self.v_up(z[:, self.key_rank :])  # (B, L H d_k)
+                k = cast(nn.Linear, self.k_up)(z[:, : self.key_rank])  # (B, L H d_k)
+                v = cast(nn.Linear, self.v_up)(z[:, self.key_rank :])  # (B, L H d_k)
             else:
                 k, v = self._composite("k", flat), self._composite("v", flat)  # (B, L H d_k)
             k = k.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d_k)

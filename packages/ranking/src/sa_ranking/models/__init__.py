@@ -211,7 +211,8 @@ class HiformerLayer(nn.Module):
 class HiformerEncoder(nn.Module):
     """The Hiformer layers, final norm and MLP head on the task token (token 0): ``(L, B, d) -> (B,)`` logits.
 
-    A separate module so torchrec's train pipeline can trace the model around it (a leaf of its FX trace).
+    Activations stay token-major inside (every per-feature product is one batched matrix product, no copies);
+    :meth:`Hiformer.tokens` gives the ``(B, L, d)`` view.
     """
 
     def __init__(self, num_tokens: int, cfg: ModelConfig) -> None:
