@@ -356,3 +356,14 @@ def test_internal_error_is_500_and_server_keeps_serving(kit):
 
 def test_info_is_json_serialisable(client):
     json.dumps(client.get("/v1/info").json())
+
+
+def test_bf16_precision_is_applied_and_published(restoration_run, sample_png):
+    settings = ServeSettings(
+        sources=(ModelSource("restoration", run_dir=str(restoration_run)),), precision="bf16", max_wait_ms=1.0
+    )
+    assert ServeSettings.from_json(settings.to_json()).precision == "bf16"  # travels to --workers processes
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/v1/info").json()["models"]["restoration"]["precision"] == "bf16"
+        r = c.post("/v1/restoration/predict", files={"file": ("x.png", sample_png, "image/png")})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"

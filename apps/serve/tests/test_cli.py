@@ -128,10 +128,14 @@ def test_settings_from_args_and_errors(restoration_run, monkeypatch):
                 "restoration=1.5",
                 "--torch-threads",
                 "1",
+                "--precision",
+                "bf16",
             ]
         )
     )
     assert [x.domain for x in s.sources] == ["restoration"] and s.max_batch == 1 and s.token == "tok"
+    plain = settings_from_args(p.parse_args(["--runs", str(restoration_run.parent)]))
+    assert s.precision == "bf16" and plain.precision == "fp32"
     assert s.limits.cap("restoration", "image") == int(1.5 * 1024 * 1024) and s.torch_threads == 1
     with pytest.raises(ValueError, match="nothing to serve"):
         settings_from_args(p.parse_args([]))

@@ -19,6 +19,9 @@ def test_nearest_distances_match_brute_force() -> None:
     got = nearest_distances(q, bank, chunk=8)  # several chunks, the last one partial
     assert torch.allclose(got, naive, atol=1e-5)
     assert torch.allclose(nearest_distances(bank[:4], bank), torch.zeros(4), atol=1e-3)  # members: distance 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # --precision bf16: the distances stay float32
+        low = nearest_distances(q * 30 + 100, bank * 30 + 100, chunk=8)
+    assert low.dtype == torch.float32 and torch.allclose(low, naive * 30, rtol=1e-4, atol=1e-3)
     with pytest.raises(ValueError, match="expected"):
         nearest_distances(q, bank[:, :3])
     with pytest.raises(ValueError, match="empty"):

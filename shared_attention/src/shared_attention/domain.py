@@ -280,12 +280,22 @@ def _cmd_train(domain: Domain, ns: argparse.Namespace) -> int:
     return 0
 
 
+#: the ``--precision`` choices (``shared_attention.serving.PRECISIONS``, repeated here so building the CLI
+#: imports no torch)
+_PRECISIONS = ("fp32", "bf16")
+
+
 def _load_predictor(domain: Domain, ns: argparse.Namespace) -> Any:
     if domain.load_predictor:
-        return resolve(domain.load_predictor)(ns)
-    if not getattr(ns, "run", None):
+        pred = resolve(domain.load_predictor)(ns)
+    elif not getattr(ns, "run", None):
         raise ValueError("give --run RUN_DIR (a folder written by train or convert)")
-    return resolve(domain.predictor).load(ns.run, device=ns.device)
+    else:
+        pred = resolve(domain.predictor).load(ns.run, device=ns.device)
+    precision = getattr(ns, "precision", "fp32")
+    if precision != "fp32":
+        pred.set_precision(precision)
+    return pred
 
 
 def _cmd_evaluate(domain: Domain, ns: argparse.Namespace) -> int:
@@ -294,15 +304,20 @@ def _cmd_evaluate(domain: Domain, ns: argparse.Namespace) -> int:
     ev = resolve(domain.evaluate)(
         pred, data=ns.data, baseline=ns.baseline, device=ns.device, progress=not ns.no_progress, **options
     )
+    precision = str(getattr(pred, "precision", "fp32"))
+    ev.details["precision"] = precision
     if ev.report:
         print(ev.report)
-    print(ev.headline())
-    run = getattr(ns, "run", None)
-    if run:
-        print(f"wrote {ev.write(run)}")
-    if ns.json:
-        from .engine.checkpoint import atomic_write_text
+    print(ev.headline() + ("" if precision == "fp32" else f" [{precision}]"))
+    from .engine.checkpoint import atomic_write_text
 
+    run = getattr(ns, "run", None)
+    if run and precision == "fp32":
+        print(f"wrote {ev.write(run)}")
+    elif run:  # the run's evaluation.json stays the float32 one
+        written = atomic_write_text(Path(run) / f"evaluation.{precision}.json", ev.to_json() + "\n")
+        print(f"wrote {written}")
+    if ns.json:
         atomic_write_text(Path(ns.json), ev.to_json() + "\n")
     return 0
 
@@ -446,6 +461,7 @@ def build_parser(domain: Domain) -> argparse.ArgumentParser:
     e.add_argument(*domain._flags("--baseline", "--baseline-run"), dest="baseline", help="a baseline run folder")
     e.add_argument("--json", help="also write the evaluation as JSON here")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--precision", choices=_PRECISIONS, default="fp32", help="run the model in bf16 autocast")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     extras(e, "model", "evaluate")
     e.set_defaults(handler=_cmd_evaluate)
@@ -455,6 +471,7 @@ def build_parser(domain: Domain) -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", help="output file or folder")
     p.add_argument("--run", help="run folder written by train or convert")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=_PRECISIONS, default="fp32", help="run the model in bf16 autocast")
     extras(p, "model", "predict")
     p.set_defaults(handler=_cmd_predict)
 

@@ -133,6 +133,7 @@ class ServeSettings:
         large_request_s: requests estimated above this many seconds run in the large lane (None: ``timeout_s / 4``).
         large_slots: requests admitted to the large lane at once (more get 503 with the time left).
         budget_fraction: a request must be estimated to finish within this fraction of ``timeout_s``.
+        precision: ``fp32`` or ``bf16`` (autocast; ``PredictorBase.set_precision``) for every model.
     """
 
     sources: tuple[ModelSource, ...] = ()
@@ -151,6 +152,7 @@ class ServeSettings:
     large_request_s: float | None = None
     large_slots: int = 1
     budget_fraction: float = 0.9
+    precision: str = "fp32"
 
     def to_json(self) -> str:
         """JSON for the environment of uvicorn worker processes (the token travels separately)."""
@@ -284,6 +286,11 @@ def _load(served: Served, settings: ServeSettings) -> None:
     t0 = time.perf_counter()
     served.predictor = served.source.load(settings.device)
     domain = served.source.domain
+    if settings.precision != "fp32":
+        set_precision = getattr(served.predictor, "set_precision", None)
+        if set_precision is None:
+            raise ValueError(f"{type(served.predictor).__name__} has no set_precision: serve it with fp32")
+        set_precision(settings.precision)
     batching = settings.batch_domains is None or domain in settings.batch_domains
     constraints = dict(getattr(served.input_spec, "constraints", {}) or {})
     max_rows = int(constraints.get("max_candidates", constraints.get("max_rows", 0)) or 0)

@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch intra-op threads per process (0: torch's default; 1 is best on a busy CPU)",
     )
     t.add_argument("--queue-size", type=int, default=128, help="requests admitted per model before 503 (default 128)")
+    t.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="run every model in fp32 (default) or bf16 autocast (faster on AMX / AVX-512-BF16 CPUs and GPUs)",
+    )
     ap.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return ap
 
@@ -146,6 +152,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         device=args.device,
         limits=limits,
         torch_threads=args.torch_threads,
+        precision=args.precision,
     )
 
 

@@ -87,17 +87,21 @@ def gaussian_baseline(
 def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """``(Q, D)`` queries, ``(N, D)`` bank -> ``(Q,)`` Euclidean distance of each query to its nearest bank row.
 
-    Processed in chunks of ``chunk`` queries, so memory stays ``O(chunk * N)``.
+    Processed in chunks of ``chunk`` queries, so memory stays ``O(chunk * N)``. Always in float32, also under a
+    bf16 autocast (``--precision bf16``): the expansion ``|q|^2 - 2 q.b + |b|^2`` cancels catastrophically for the
+    small distances of normal patches when the product is rounded to bf16.
     """
     if queries.ndim != 2 or bank.ndim != 2 or queries.shape[1] != bank.shape[1]:
         raise ValueError(f"expected (Q, D) and (N, D), got {tuple(queries.shape)} and {tuple(bank.shape)}")
     if len(bank) == 0:
         raise ValueError("the memory bank is empty")
-    b2 = bank.square().sum(1)  # (N,)
-    out = []
-    for q in queries.split(chunk):
-        d2 = q.square().sum(1, keepdim=True) - 2 * q @ bank.T + b2  # (chunk, N)
-        out.append(d2.amin(1).clamp_min(0).sqrt())
+    with torch.autocast(queries.device.type, enabled=False):
+        queries, bank = queries.float(), bank.float()
+        b2 = bank.square().sum(1)  # (N,)
+        out = []
+        for q in queries.split(chunk):
+            d2 = q.square().sum(1, keepdim=True) - 2 * q @ bank.T + b2  # (chunk, N)
+            out.append(d2.amin(1).clamp_min(0).sqrt())
     return torch.cat(out) if out else queries.new_zeros(0)
 
 

@@ -1,6 +1,7 @@
 """The Predictor protocol shared by the domain CLIs and the server."""
 
 from .control import CancelledError, cancel_scope, check_cancelled
+from .precision import PRECISIONS, model_precision, set_model_precision
 from .predictor import (
     FieldSpec,
     InputError,
@@ -24,4 +25,7 @@ __all__ = [
     "RunFolder",
     "load_run_model",
     "read_run_folder",
+    "PRECISIONS",
+    "model_precision",
+    "set_model_precision",
 ]

@@ -245,6 +245,26 @@ class PredictorBase:
     def postprocess(self, output: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def precision(self) -> str:
+        """``fp32`` or ``bf16``: the precision the model runs in (see :meth:`set_precision`)."""
+        from .precision import model_precision
+
+        return model_precision(self.model) if self.model is not None else "fp32"
+
+    def set_precision(self, precision: str) -> None:
+        """Runs the model in ``precision``: ``fp32`` (default, exact) or ``bf16`` (autocast; matrix products and
+        convolutions in bfloat16, outputs back to float32). See :mod:`shared_attention.serving.precision`.
+
+        Raises:
+            ValueError: an unknown precision, or a predictor without a model.
+        """
+        from .precision import set_model_precision
+
+        if self.model is None:
+            raise ValueError(f"{type(self).__name__}: no model loaded, cannot set precision {precision!r}")
+        set_model_precision(self.model, precision)
+
     def cost(self, meta: Mapping[str, Any]) -> float | None:
         """Work units of one request from header-only ``meta`` (see :mod:`.control`); None: no cost model.
 
@@ -269,4 +289,5 @@ class PredictorBase:
             )
         if self.model is not None:
             out["parameters"] = sum(p.numel() for p in self.model.parameters())
+            out["precision"] = self.precision
         return out
