@@ -66,6 +66,7 @@ __all__ = [
     "image_dimensions",
     "iter_gunzip_bounded",
     "iter_nifti_bytes",
+    "line_chart",
     "parse_nifti_header",
     "png_chunk",
     "read_nifti_header",
@@ -1144,3 +1145,116 @@ def gzip_with_zeros(head: bytes, zeros: int, step: int = 1 << 20) -> bytes:
         parts.append(z.compress(block[: min(step, zeros - start)]))
     parts.append(z.flush())
     return b"".join(parts)
+
+
+#: line colours of :func:`line_chart` (RGB), one per series in turn
+CHART_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207))
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About ``n`` round tick values covering ``[lo, hi]`` (steps of 1, 2 or 5 times a power of ten)."""
+    span = max(hi - lo, 1e-9)
+    raw = span / max(n, 1)
+    mag = 10 ** np.floor(np.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    start = np.ceil(lo / step - 1e-9) * step
+    return [float(round(v / step) * step) + 0.0 for v in np.arange(start, hi + step * 1e-6, step)]  # no -0
+
+
+def line_chart(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str = "",
+    x_label: str = "",
+    y_label: str = "",
+    size: tuple[int, int] = (480, 720),
+    style: PanelStyle = LIGHT_PANELS,
+) -> np.ndarray:
+    """A line chart (learning curves and the like) drawn with OpenCV: no plotting library needed.
+
+    Args:
+        series: ``{name: (xs, ys)}``; each drawn as a line with markers, named in a legend under the title.
+        title / x_label / y_label: captions. size: ``(height, width)`` in pixels. style: the colours.
+
+    Returns:
+        ``(height, width, 3)`` uint8 RGB (write it with :func:`write_png`).
+
+    Raises:
+        ValueError: no series, or a series whose ``xs`` and ``ys`` differ in length or hold no finite point.
+    """
+    import cv2
+
+    if not series:
+        raise ValueError("line_chart: no series to draw")
+    pts: dict[str, np.ndarray] = {}
+    for name, (xs, ys) in series.items():
+        if len(xs) != len(ys):
+            raise ValueError(f"line_chart: series {name!r} has {len(xs)} x values and {len(ys)} y values")
+        xy = np.asarray([xs, ys], dtype=np.float64).T.reshape(-1, 2)
+        xy = xy[np.isfinite(xy).all(axis=1)]
+        if not len(xy):
+            raise ValueError(f"line_chart: series {name!r} has no finite point")
+        pts[name] = xy
+    height, width = size
+    scale, thick = _strip_font(20)
+    out = _canvas(height, width, style)
+    allxy = np.concatenate(list(pts.values()))
+    x_lo, x_hi = float(allxy[:, 0].min()), float(allxy[:, 0].max())
+    y_lo, y_hi = float(allxy[:, 1].min()), float(allxy[:, 1].max())
+    if y_hi - y_lo < 1e-9:
+        y_lo, y_hi = y_lo - 1, y_hi + 1
+    if x_hi - x_lo < 1e-9:
+        x_lo, x_hi = x_lo - 1, x_hi + 1
+    pad = 0.05 * (y_hi - y_lo)
+    y_lo, y_hi = y_lo - pad, y_hi + pad
+    xt, yt = _ticks(x_lo, x_hi), _ticks(y_lo, y_hi)
+    fmt = "{:.3g}"
+    entries = [(n, CHART_COLOURS[i % len(CHART_COLOURS)]) for i, n in enumerate(pts)]
+    legend = class_legend(entries, width - 20, 20, style)
+    top = 8 + (24 if title else 0) + legend.shape[0] + 8
+    left = 16 + (20 if y_label else 0) + max(_text_size(fmt.format(v), scale, thick)[0] for v in yt)
+    bottom, right = height - (26 + (22 if x_label else 0)), width - 20
+    if bottom - top < 40 or right - left < 40:
+        raise ValueError(f"line_chart: size {size} leaves no room for the plot")
+    if title:
+        tsc, tw = _fit_text(title, width - 8, 0.6, 1)
+        _put_text(out, title, (width - tw) // 2, _baseline(title, tsc, 1, 6, 24), tsc, 1, style.foreground)
+    out[8 + (24 if title else 0) : 8 + (24 if title else 0) + legend.shape[0], 10 : 10 + legend.shape[1]] = legend
+
+    def px(x: float, y: float) -> tuple[int, int]:
+        return (
+            int(round(left + (x - x_lo) / (x_hi - x_lo) * (right - left))),
+            int(round(bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top))),
+        )
+
+    grid = tuple(int(0.85 * c + 0.15 * (255 - c)) for c in style.background)
+    for v in yt:
+        _, y = px(x_lo, v)
+        cv2.line(out, (left, y), (right, y), grid, 1)
+        t = fmt.format(v)
+        _put_text(out, t, left - 6 - _text_size(t, scale, thick)[0], y + 5, scale, thick, style.foreground)
+    for v in xt:
+        x, _ = px(v, y_lo)
+        cv2.line(out, (x, top), (x, bottom), grid, 1)
+        t = fmt.format(v)
+        _put_text(out, t, x - _text_size(t, scale, thick)[0] // 2, bottom + 18, scale, thick, style.foreground)
+    cv2.rectangle(out, (left, top), (right, bottom), tuple(int(c) for c in style.foreground), 1)
+    for i, xy in enumerate(pts.values()):
+        colour = CHART_COLOURS[i % len(CHART_COLOURS)]
+        line = np.array([px(x, y) for x, y in xy], dtype=np.int32)
+        if len(line) > 1:
+            cv2.polylines(out, [line], False, colour, 2, cv2.LINE_AA)
+        for p in line:
+            cv2.circle(out, (int(p[0]), int(p[1])), 3, colour, -1, cv2.LINE_AA)
+    if x_label:
+        tw = _text_size(x_label, scale, thick)[0]
+        _put_text(out, x_label, (left + right - tw) // 2, height - 8, scale, thick, style.foreground)
+    if y_label:
+        tw, th, _ = _text_size(y_label, scale, thick)
+        strip = _canvas(th + 8, tw + 4, style)
+        _put_text(strip, y_label, 2, th + 2, scale, thick, style.foreground)
+        rot = np.ascontiguousarray(np.rot90(strip))  # reads bottom to top
+        y0 = max(top, (top + bottom - rot.shape[0]) // 2)
+        h = min(rot.shape[0], height - y0)
+        out[y0 : y0 + h, 4 : 4 + rot.shape[1]] = rot[:h]
+    return out

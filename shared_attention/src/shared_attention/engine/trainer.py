@@ -599,6 +599,8 @@ class _Trainer:
         self.last_metrics = metrics
         if self.loggers is not None:
             self.loggers.log(self.step, "val", metrics)
+            # wall-clock training minutes at this evaluation (earlier evaluations included): curves against the clock
+            self.loggers.log(self.step, "time", {"train_minutes": self.schedule.elapsed_s / 60.0})
         mon = cfg.monitor
         if mon is None:
             return False
