@@ -66,7 +66,7 @@ MS_EVAL_DIR := data/seg-sample/test_vol_h5
 SEP_DATA := data/speech-sample
 SEP_SAMPLE_ARGS :=
 SEP_MF := --config cpu-small train.max_minutes=6
-SEP_CT := --config convtasnet-cpu train.max_minutes=6
+SEP_CT := --config convtasnet-cpu-small train.max_minutes=6
 SEP_EVAL := --oracle --max-items 40
 SUMMARY_ARGS := --bench bench/results
 RK_TRAIN :=
@@ -117,6 +117,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/attention.py
+	$(PY) bench/speed.py
 	$(PY) bench/restoration.py
 	$(PY) bench/anomaly.py
 	$(PY) bench/medseg.py

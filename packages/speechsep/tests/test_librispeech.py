@@ -308,3 +308,22 @@ def test_bad_names_and_speaker_lines_are_reported_with_file_and_line(tmp_path):
         scan_speakers(empty)
     with pytest.raises(DataError, match="needs at least 2 speakers"):
         LibriSpeechMixDataset(src, "cv", split=SplitOptions(test_speakers=1, val_speakers=1))
+
+
+def test_bundled_librispeech_recipes_differ_only_in_the_model() -> None:
+    # MossFormer `cpu` and its Conv-TasNet baseline `convtasnet-cpu` train on the same speakers, budget, schedule
+    from dataclasses import asdict
+
+    from sa_speechsep.config import load_sep_config
+
+    mf, ct = load_sep_config("cpu"), load_sep_config("convtasnet-cpu")
+    assert (mf.model.arch, ct.model.arch) == ("mossformer", "convtasnet")
+    assert mf.data == ct.data and mf.data.train_kind == "librispeech"
+    assert mf.data.librispeech_root == mf.data.val == mf.data.test == "../shared/data/librispeech-251"
+    d = mf.data
+    assert (d.test_speakers, d.val_speakers, d.eval_mixtures, d.eval_seconds) == (25, 25, 200, 4)
+    a, b = asdict(mf.train), asdict(ct.train)
+    assert a.pop("run_dir") != b.pop("run_dir")
+    assert a == b and mf.train.max_minutes == 45 and mf.train.schedule.by_time
+    # the offline speech-sample pair stays available under its own names
+    assert load_sep_config("cpu-small").data.train_kind == load_sep_config("convtasnet-cpu-small").data.train_kind

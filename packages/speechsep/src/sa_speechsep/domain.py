@@ -3,14 +3,15 @@
 Examples::
 
     sa-speechsep sample data/speech-sample                        # offline 8 kHz sample set (asterisk + espeak-ng)
-    sa-speechsep train train.max_minutes=30                       # config cpu; runs/speechsep/mossformer-cpu
-    sa-speechsep train --config convtasnet-cpu                    # the peer baseline
-    sa-speechsep evaluate --run runs/speechsep/mossformer-cpu --baseline runs/speechsep/convtasnet-cpu
-    sa-speechsep predict mixture.wav --out separated/ --run runs/speechsep/mossformer-cpu
+    sa-speechsep train                                            # config cpu (LibriSpeech speakers, 45 min)
+    sa-speechsep train --config convtasnet-cpu                    # the peer baseline, same recipe
+    sa-speechsep train --config cpu-small train.max_minutes=30    # offline speech-sample set
+    sa-speechsep evaluate --run runs/speechsep/mossformer-librispeech --baseline runs/speechsep/convtasnet-librispeech
+    sa-speechsep predict mixture.wav --out separated/ --run runs/speechsep/mossformer-librispeech
     sa-speechsep convert path/to/hub_folder_or_ckpt --out runs/speechsep/mossformer-l-official
     sa-speechsep mixtures --src ../shared/data/librispeech-251 --out data/librispeech-2mix   # fixed cv / tt sets
-    sa-speechsep train data.train_kind=librispeech data.val=../shared/data/librispeech-251   # LibriSpeech speakers
-    sa-speechsep evaluate --run runs/speechsep/mossformer-cpu --data ../shared/data/librispeech-251 --mixtures 200
+    sa-speechsep train data.librispeech_root=DIR data.val=DIR data.test=DIR   # your own LibriSpeech copy
+    sa-speechsep evaluate --run runs/speechsep/mossformer-librispeech --data DIR --mixtures 200   # a speaker folder
 """
 
 from __future__ import annotations
