@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,16 @@ def median_time(fn: Callable[[], Any], repeat: int) -> float:
         fn()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
+
+
+def choose(csv: str, choices: Iterable[str], option: str) -> list[str]:
+    """The names of a comma-separated option, each checked against ``choices`` (exits naming the unknown ones)."""
+    known = list(choices)
+    names = [n.strip() for n in csv.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"{option}: unknown {unknown}; choose from {sorted(known)}")
+    return names
 
 
 def write_results(results_path: Path, name: str, title: str, res: dict[str, Any], table: str, doc: Path = DOC) -> None:

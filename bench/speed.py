@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from benchlib import write_results
+from benchlib import choose, median_time, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "speed.json"
@@ -76,29 +76,34 @@ def _hat() -> Spec:
     )
 
 
+def _segmentation(
+    title: str, model: torch.nn.Module, naive: Callable[[bool], None] | None = None, name: str = ""
+) -> Spec:
+    """A 9-class segmentation model on one 224 x 224 RGB slice, cross-entropy against random labels."""
+    target = torch.randint(0, 9, (1, 224, 224))
+    return Spec(
+        f"{title}, 1x3x224x224",
+        model,
+        (torch.rand(1, 3, 224, 224),),
+        lambda y: torch.nn.functional.cross_entropy(_first_tensor(y), target),
+        naive,
+        name,
+    )
+
+
 def _paratranscnn() -> Spec:
     from sa_medseg.models.paratranscnn import build_paratranscnn
 
-    m = build_paratranscnn("paratranscnn", num_classes=9)
-    target = torch.randint(0, 9, (1, 224, 224))
-    return Spec(
-        "ParaTransCNN, 1x3x224x224",
-        m,
-        (torch.rand(1, 3, 224, 224),),
-        lambda y: torch.nn.functional.cross_entropy(_first_tensor(y), target),
-    )
+    return _segmentation("ParaTransCNN", build_paratranscnn("paratranscnn", num_classes=9))
 
 
 def _vmunet() -> Spec:
     from sa_medseg.models.vmunet import build_vmunet
 
     m = build_vmunet("vmunet-synapse", num_classes=9)
-    target = torch.randint(0, 9, (1, 224, 224))
-    return Spec(
-        "VM-UNet, 1x3x224x224",
+    return _segmentation(
+        "VM-UNet",
         m,
-        (torch.rand(1, 3, 224, 224),),
-        lambda y: torch.nn.functional.cross_entropy(_first_tensor(y), target),
         lambda on: m.vmunet.set_scan_impl("reference" if on else "fast"),
         "sequential reference selective scan (the official CPU path)",
     )
@@ -194,22 +199,6 @@ BUILDERS: dict[str, Callable[[], Spec]] = {
 DEFAULT_MODELS = "hat-s,paratranscnn,mossformer-cpu,fod-head,hiformer,vmunet"  # the slowest last
 
 
-def _median(fn: Callable[[], Any], repeat: int, warmup: int = 1, long_s: float = 20.0) -> float:
-    """Median seconds of ``repeat`` calls after ``warmup``; a warm-up call longer than ``long_s`` is the timing
-    (first-call overheads are negligible there, and the sequential reference scans take minutes a call)."""
-    for _ in range(warmup):
-        t0 = time.perf_counter()
-        fn()
-        if time.perf_counter() - t0 > long_s:
-            return time.perf_counter() - t0
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
 def _interleaved(*fns: Callable[[], Any], repeat: int) -> list[float]:
     """Median seconds of each of ``fns``, timed in turn (a drift of the machine's speed hits all alike) after one
     warm-up call each."""
@@ -229,7 +218,7 @@ def gemm_peak(n: int = 4096, repeat: int = 3) -> dict[str, float]:
     out = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        t = _median(lambda a=a, b=b: torch.mm(a, b), repeat)
+        t = median_time(lambda a=a, b=b: torch.mm(a, b), repeat)
         out[f"{name}_gflops"] = 2 * n**3 / t / 1e9
     return out
 
@@ -337,7 +326,7 @@ def measure_one(name: str, repeat: int, compile_: bool, part: str = "main") -> d
         with_naive(step)()
         first = time.perf_counter() - t0
         if first > 20.0:  # a reference path that takes minutes a step: its one call is the timing
-            return {"train_fp32_beside_naive_s": _median(step, repeat), "train_naive_s": first}
+            return {"train_fp32_beside_naive_s": median_time(step, repeat), "train_naive_s": first}
         ours, naive = _interleaved(step, with_naive(step), repeat=repeat)
         return {"train_fp32_beside_naive_s": ours, "train_naive_s": naive}
     rss0 = _current_rss()
@@ -374,7 +363,7 @@ def measure_one(name: str, repeat: int, compile_: bool, part: str = "main") -> d
         t0 = time.perf_counter()
         fwd_compiled()
         res["compile_s"] = time.perf_counter() - t0
-        res["forward_compiled_s"] = _median(fwd_compiled, repeat)
+        res["forward_compiled_s"] = median_time(fwd_compiled, repeat)
     res["peak_memory_mb"] = max(0, peak_rss_bytes() - rss0) / 2**20
     return res
 
@@ -476,10 +465,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure_one(args.one, args.repeat, args.compile, args.part)))
         return
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
-    unknown = [n for n in names if n not in BUILDERS]
-    if unknown:
-        raise SystemExit(f"--models: unknown {unknown}; choose from {sorted(BUILDERS)}")
+    names = choose(args.models, BUILDERS, "--models")
     res: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "threads": torch.get_num_threads(),
