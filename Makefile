@@ -118,6 +118,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/attention.py
 	$(PY) bench/speed.py
+	$(PY) bench/precision.py
 	$(PY) bench/restoration.py
 	$(PY) bench/anomaly.py
 	$(PY) bench/medseg.py

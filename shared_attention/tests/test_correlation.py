@@ -63,6 +63,16 @@ def test_tiny_sigma_keeps_the_diagonal() -> None:
     torch.testing.assert_close(t[0, 0], torch.eye(4))
 
 
+def test_bf16_autocast_keeps_sharp_widths_positive() -> None:
+    # in bfloat16 3 ** 1e-5 rounds to 1: the width of a sharp peak became 0 and its target 0 / 0 (NaN)
+    raw = torch.full((1, 1, 4, 2), -10.0, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sigma = rbf_sigma(raw)
+        t = rbf_targets(sigma, (2, 2), normalize=True)
+    assert sigma.dtype == torch.float32 and bool((sigma > 1e-5).all())
+    torch.testing.assert_close(t[0, 0], torch.eye(4))
+
+
 def _naive_attention(m: I2CorrelationAttention, x: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, ...]:
     b, n, d = x.shape
     heads, hd = m.n_heads, d // m.n_heads

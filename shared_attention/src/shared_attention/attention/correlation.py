@@ -65,9 +65,12 @@ def squared_distance_maps(
 def rbf_sigma(raw: Tensor) -> Tensor:
     """Maps raw width logits to the widths ``3 ** (sigmoid(5 * raw) + 1e-5) - 1`` (official parameterisation).
 
-    The result lies in ``(~1.1e-5, ~2)``: a sharp peak on the token itself up to a broad neighbourhood.
+    The result lies in ``(~1.1e-5, ~2)``: a sharp peak on the token itself up to a broad neighbourhood. Always
+    computed in float32 (also under autocast): in bfloat16 ``3 ** 1e-5`` rounds to 1, the width to 0 and the
+    target to ``0 / 0``.
     """
-    return torch.pow(3.0, torch.sigmoid(5.0 * raw) + 1e-5) - 1.0
+    with torch.autocast(raw.device.type, enabled=False):
+        return torch.pow(3.0, torch.sigmoid(5.0 * raw.float()) + 1e-5) - 1.0  # (..., 2) float32
 
 
 def rbf_targets_naive(sigma: Tensor, dist_y: Tensor, dist_x: Tensor) -> Tensor:
