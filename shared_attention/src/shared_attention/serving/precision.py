@@ -1,9 +1,10 @@
 """Inference precision of a served model: ``fp32`` (default) or ``bf16`` autocast.
 
 ``set_model_precision(model, "bf16")`` makes every call of ``model(...)`` run under ``torch.autocast`` with
-bfloat16 (matrix products and convolutions in bf16 where autocast allows it: AMX / AVX-512-BF16 CPUs and
-recent GPUs run them much faster) and returns floating outputs as float32, so the predictor code around the
-model — tiling, chunking, post-processing, metrics — is unchanged. The weights stay float32 (``fp32`` again
+bfloat16 (matrix products and convolutions in bf16 where autocast allows it: about 2x an fp32 product on
+AVX-512-BF16 CPUs, more with AMX and on recent GPUs; ``bench/speed.py`` measures each model) and returns floating
+outputs as float32, so the predictor code around the model — tiling, chunking, post-processing, metrics — is
+unchanged. The weights stay float32 (``fp32`` again
 restores the exact float32 results). One implementation for every domain: predictors expose it as
 :meth:`~shared_attention.serving.PredictorBase.set_precision`, the generated ``predict`` / ``evaluate`` CLIs as
 ``--precision`` and ``sa-serve`` as ``--precision``.
