@@ -8,8 +8,9 @@ Per model (each in its own process, so its peak memory is its own): forward (no 
   Hiformer full rank and unpruned at serving),
 * ours in float32,
 * ours under bf16 autocast (``shared_attention.serving.set_model_precision``: what ``--precision bf16`` runs),
-* ours through ``torch.compile`` (inductor; with ``--compile``: compile time reported, off by default because
-  compiling takes minutes on two cores).
+* ours through ``torch.compile`` (inductor; with ``--compile``, or ``--compile-only`` to add just these columns
+  to an existing ``speed.json``: eager and compiled timed in turn in a process of their own, compile times
+  reported; off by default because compiling takes minutes on two cores).
 
 FLOPs are counted with ``torch.utils.flop_counter`` (matrix products and convolutions); achieved GFLOP/s is
 divided by the fp32 / bf16 ``torch.mm`` throughput measured in the same run (4096^3 products) to give each
@@ -17,16 +18,18 @@ model's fraction of the machine's GEMM peak. Peak memory: the process's peak RSS
 the model and inputs. The bf16 forward's max relative difference from fp32 is printed beside its speed-up.
 
 Writes bench/results/speed.json and the table between the markers in BENCHMARKS.md.
-Usage: python bench/speed.py [--repeat 3] [--models hat-s,paratranscnn,...] [--compile] [--one NAME]
+Usage: python bench/speed.py [--repeat 3] [--models hat-s,paratranscnn,...] [--compile | --compile-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ from benchlib import choose, median_time, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "speed.json"
+TITLE = "Speed of every model (`bench/speed.py` → `bench/results/speed.json`)"
 
 
 @dataclass
@@ -273,15 +277,18 @@ def _top_costs(fn: Callable[[], Any], k: int = 3) -> list[dict[str, Any]]:
     ]
 
 
-def measure_one(name: str, repeat: int, compile_: bool, part: str = "main") -> dict[str, Any]:
+def measure_one(name: str, repeat: int, part: str = "main") -> dict[str, Any]:
     """The columns of one model (run in its own process: ``--one NAME``).
 
     ``part="main"``: everything but the naive training step; ``part="naive-train"``: that step alone (its own
-    process, so a reference path that takes minutes per step can be given a time limit).
+    process, so a reference path that takes minutes per step can be given a time limit); ``part="compiled"``:
+    :func:`measure_compiled`.
     """
     from shared_attention.memory import peak_rss_bytes
     from shared_attention.serving import set_model_precision
 
+    if part == "compiled":
+        return measure_compiled(name, repeat)
     torch.manual_seed(0)
     spec = BUILDERS[name]()
     model = spec.model
@@ -352,19 +359,54 @@ def measure_one(name: str, repeat: int, compile_: bool, part: str = "main") -> d
     res["train_gflop"] = _flops(step) / 1e9
     res["train_fp32_s"], res["train_bf16_s"] = _interleaved(step, lambda: step(True), repeat=repeat)
     res["train_top_costs"] = _top_costs(step)  # after the timed steps: warm
-    if compile_:
-        model.eval()
-        compiled = torch.compile(call)
-
-        def fwd_compiled() -> Any:
-            with torch.no_grad():
-                return compiled(*spec.inputs)
-
-        t0 = time.perf_counter()
-        fwd_compiled()
-        res["compile_s"] = time.perf_counter() - t0
-        res["forward_compiled_s"] = median_time(fwd_compiled, repeat)
     res["peak_memory_mb"] = max(0, peak_rss_bytes() - rss0) / 2**20
+    return res
+
+
+def measure_compiled(name: str, repeat: int) -> dict[str, Any]:
+    """Eager vs ``torch.compile`` (inductor, default mode) in one process: forward (no grad) and training step
+    (forward + loss + backward + Adam, what ``train.compile`` runs), each timed in turn with its eager twin after
+    the first (compiling) call, whose seconds are reported; plus the compiled forward's max relative difference.
+    A model that does not compile gets its one-line error instead of timings."""
+    torch.manual_seed(0)
+    spec = BUILDERS[name]()
+    model = spec.model
+    call = spec.forward or model
+    compiled = torch.compile(call)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-6)
+
+    def fwd(fn: Callable[..., Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with torch.no_grad():
+                return fn(*spec.inputs)
+
+        return run
+
+    def step(fn: Callable[..., Any]) -> Callable[[], None]:
+        def run() -> None:
+            loss = spec.loss(fn(*spec.inputs))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return run
+
+    res: dict[str, Any] = {}
+    try:
+        model.eval()
+        ref = _first_tensor(fwd(call)()).float()
+        t0 = time.perf_counter()
+        out = _first_tensor(fwd(compiled)()).float()
+        res["compile_forward_s"] = time.perf_counter() - t0
+        res["compiled_max_rel_diff"] = float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+        res["forward_eager_s"], res["forward_compiled_s"] = _interleaved(fwd(call), fwd(compiled), repeat=repeat + 2)
+        model.train()
+        t0 = time.perf_counter()
+        step(compiled)()
+        res["compile_train_s"] = time.perf_counter() - t0
+        res["train_eager_s"], res["train_compiled_s"] = _interleaved(step(call), step(compiled), repeat=repeat)
+    except Exception as exc:  # noqa: BLE001 - any compiler failure is a result of the table
+        res["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"
     return res
 
 
@@ -390,6 +432,26 @@ def _naive_train(name: str, repeat: int, limit: float) -> dict[str, Any]:
     if p.returncode != 0:
         return {"train_naive_s": None, "train_naive_error": (p.stderr.strip().splitlines() or ["?"])[-1][:200]}
     return dict(json.loads(p.stdout.strip().splitlines()[-1]))
+
+
+def _compiled(name: str, repeat: int, limit: float = 900.0) -> dict[str, Any]:
+    """:func:`measure_compiled` of ``name`` in its own process (a compiler crash or ``limit`` seconds spent are
+    recorded, not fatal)."""
+    print(f"{name}: torch.compile ...", flush=True)
+    cmd = [sys.executable, __file__, "--one", name, "--part", "compiled", "--repeat", str(repeat)]
+    with tempfile.TemporaryDirectory() as cache:  # an empty inductor cache: cold compile times, as a user's first run
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
+        except subprocess.TimeoutExpired:
+            p = None
+    if p is None:
+        return {"error": f"compiling and timing took more than {limit:.0f} s"}
+    if p.returncode != 0:
+        return {"error": (p.stderr.strip().splitlines() or ["?"])[-1][:200]}
+    out = dict(json.loads(p.stdout.strip().splitlines()[-1]))
+    print(f"  {out}", flush=True)
+    return out
 
 
 def render(res: dict[str, Any]) -> str:
@@ -441,6 +503,36 @@ def render(res: dict[str, Any]) -> str:
         if top:
             costs = ", ".join(f"`{c['op']}` {100 * c['share']:.0f} % ({c['calls']} calls)" for c in top)
             lines.append(f"* {r['model']}: {costs}")
+    comp = {r["model"]: r["compiled"] for r in res["models"].values() if "compiled" in r}
+    if comp:
+        lines += [
+            "",
+            "`torch.compile` (inductor, default mode; `train.compile: true` in any trainer), eager and compiled "
+            "timed in turn in a process of their own:",
+            "",
+            "| model | fwd eager | fwd compiled | speed-up | max rel diff | train eager | train compiled | speed-up "
+            "| compile s (fwd / train) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for title, c in comp.items():
+            if "forward_compiled_s" not in c:
+                lines.append(f"| {title} | does not compile: {c.get('error', '?')} |" + " |" * 7)
+                continue
+            fwd = (
+                f"| {title} | {ms(c['forward_eager_s'])} | {ms(c['forward_compiled_s'])} | "
+                f"**{c['forward_eager_s'] / c['forward_compiled_s']:.2f}x** | {c['compiled_max_rel_diff']:.1e} | "
+            )
+            if "train_compiled_s" not in c:  # the forward compiled, the training step did not
+                lines.append(
+                    fwd + f"training step does not compile: {c.get('error', '?')} | | | "
+                    f"{c['compile_forward_s']:.0f} / - |"
+                )
+                continue
+            lines.append(
+                fwd + f"{ms(c['train_eager_s'])} | {ms(c['train_compiled_s'])} | "
+                f"**{c['train_eager_s'] / c['train_compiled_s']:.2f}x** | "
+                f"{c['compile_forward_s']:.0f} / {c['compile_train_s']:.0f} |"
+            )
     lines += [
         "",
         "Goals (issue 23): fp32 train >= 1.25x and forward >= 1.5x the naive path; bf16 forward >= 2x fp32 on HAT-S "
@@ -457,15 +549,32 @@ def main() -> None:
     ap.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, from {', '.join(BUILDERS)}")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (minutes per model)")
     ap.add_argument(
+        "--compile-only",
+        action="store_true",
+        help="measure only torch.compile for --models and merge it into the existing speed.json",
+    )
+    ap.add_argument(
         "--naive-train-limit", type=float, default=300.0, help="seconds allowed for the naive training step's timing"
     )
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--part", default="main", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(measure_one(args.one, args.repeat, args.compile, args.part)))
+        print(json.dumps(measure_one(args.one, args.repeat, args.part)))
         return
     names = choose(args.models, BUILDERS, "--models")
+    if args.compile_only:
+        if not RESULTS.is_file():
+            raise SystemExit(f"--compile-only adds to {RESULTS}, which does not exist: run without it first")
+        res = json.loads(RESULTS.read_text())
+        for n in names:
+            if n not in res["models"]:
+                raise SystemExit(f"--compile-only: {n} is not in {RESULTS}; measure it first (--models {n})")
+            res["models"][n]["compiled"] = _compiled(n, args.repeat)
+        table = render(res)
+        print(table)
+        write_results(RESULTS, "speed", TITLE, res, table)
+        return
     res: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "threads": torch.get_num_threads(),
@@ -476,7 +585,7 @@ def main() -> None:
     print(f"GEMM peak: {res['gemm']}", flush=True)
     for n in names:
         print(f"{n} ...", flush=True)
-        cmd = [sys.executable, __file__, "--one", n, "--repeat", str(args.repeat)] + (["--compile"] * args.compile)
+        cmd = [sys.executable, __file__, "--one", n, "--repeat", str(args.repeat)]
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0:
             err = (p.stderr.strip().splitlines() or ["?"])[-1][:200]
@@ -486,10 +595,12 @@ def main() -> None:
         res["models"][n] = json.loads(p.stdout.strip().splitlines()[-1])
         if "naive" in res["models"][n]:
             res["models"][n].update(_naive_train(n, args.repeat, args.naive_train_limit))
+        if args.compile:
+            res["models"][n]["compiled"] = _compiled(n, args.repeat)
         print(f"  {res['models'][n]}", flush=True)
     table = render(res)
     print(table)
-    write_results(RESULTS, "speed", "Speed of every model (`bench/speed.py` → `bench/results/speed.json`)", res, table)
+    write_results(RESULTS, "speed", TITLE, res, table)
 
 
 if __name__ == "__main__":

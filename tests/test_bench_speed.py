@@ -88,3 +88,38 @@ def test_flops_of_a_depthwise_convolution_backward_are_twice_its_forward() -> No
         forward = speed._flops(lambda: conv(x))
     assert forward == 2 * 2 * 16 * 5 * 50  # multiply-adds x 2: batch x channels x taps x positions
     assert speed._flops(lambda: conv(x).sum().backward()) == 3 * forward  # forward + input and weight gradients
+
+
+def test_render_compiled_table_ratios_and_failures() -> None:
+    speed = _speed()
+    compiled = {
+        "forward_eager_s": 0.6,
+        "forward_compiled_s": 0.4,
+        "compiled_max_rel_diff": 2e-6,
+        "train_eager_s": 3.0,
+        "train_compiled_s": 2.5,
+        "compile_forward_s": 41.0,
+        "compile_train_s": 95.0,
+    }
+    res = {
+        "date": "2026-01-01",
+        "threads": 2,
+        "torch": "x",
+        "gemm": {"fp32_gflops": 100.0, "bf16_gflops": 200.0},
+        "models": {
+            "a": _row(model="A", compiled=compiled),
+            "b": _row(model="B", compiled={"error": "RuntimeError: no fake kernel"}),
+            "c": _row(model="C"),
+            "d": _row(model="D", compiled={**{k: compiled[k] for k in list(compiled)[:3]}, "compile_forward_s": 9.0,
+                                           "error": "RuntimeError: int64"}),
+        },
+    }
+    table = speed.render(res)
+    row_d = [line for line in table.splitlines() if line.startswith("| D |")][1]
+    assert "**1.50x**" in row_d and "training step does not compile: RuntimeError: int64" in row_d
+    rows = [line for line in table.splitlines() if line.startswith("| A |")]
+    assert len(rows) == 2  # the main table and the compile table
+    assert "**1.50x**" in rows[1] and "**1.20x**" in rows[1] and "| 41 / 95 |" in rows[1]
+    assert "| B | does not compile: RuntimeError: no fake kernel |" in table
+    assert sum(line.startswith("| C |") for line in table.splitlines()) == 1  # not measured: no compile row
+    assert "`torch.compile`" not in speed.render({**res, "models": {"c": _row(model="C")}})

@@ -259,3 +259,32 @@ def test_time_schedule_run_anneals_within_its_budget(tmp_path, fake_clock):
     # the spent time is checkpointed, so a resumed run continues the curve
     state = load_trainer_state(list_checkpoints(tmp_path)[-1] / STATE_FILE)
     assert state["schedule"]["elapsed_s"] == pytest.approx(38 * dt)
+
+
+def test_compile_trains_the_same_and_keeps_eager_state_dicts(tmp_path):
+    """train.compile runs the training steps through torch.compile; weights, checkpoints and the served model keep
+    the eager module's keys, and the result equals an eager run's within float tolerance."""
+    seen: list[str] = []
+
+    class Task(PointerTask):
+        def training_step(self, model, batch):
+            seen.append(type(model).__name__)
+            return super().training_step(model, batch)
+
+    # SGD: Adam's per-element normalisation would amplify the float rounding differences of fused kernels
+    common = ("train.max_steps=3", "train.batch_size=16", "train.eval_every=3", "train.checkpoint_every=3",
+              "train.optim.name=sgd", "train.optim.lr=0.5")
+    eager = _cfg(tmp_path / "eager", *common)
+    comp = _cfg(tmp_path / "compiled", *common, "train.compile=true")
+    assert comp.train.compile and not eager.train.compile
+    r_eager = fit(Task(eager), eager.train, eager)
+    assert seen and set(seen) == {"PointerTransformer"}
+    seen.clear()
+    r_comp = fit(Task(comp), comp.train, comp)
+    assert seen and set(seen) == {"OptimizedModule"}
+    served = load_weights(tmp_path / "compiled" / "model.safetensors")
+    assert not any("_orig_mod" in k for k in served)
+    assert served.keys() == load_weights(tmp_path / "eager" / "model.safetensors").keys()
+    sa, sb = r_eager.model.state_dict(), r_comp.model.state_dict()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], atol=1e-5, rtol=1e-4)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -148,6 +148,11 @@ class TrainConfig:
         restart: when the run folder has checkpoints but none is usable (all truncated or corrupted), start
             again from step 0 instead of stopping with an error (the CLIs' ``train --restart``).
         device: ``auto``, ``cpu``, ``cuda``...
+        compile: run the training steps through ``torch.compile`` (inductor; the default ``false`` runs eager).
+            The first steps compile (seconds to minutes); evaluation, checkpoints and the served weights use the
+            uncompiled module, so run folders are the same either way. Measured on 2 CPU cores (BENCHMARKS.md,
+            speed table): 1.1-1.2x per training step for HAT-S and MossFormer, and it fails for models whose
+            operators lack compile support (torchrec's embedding bags), so it is an option, not the default.
         progress / tensorboard: show tqdm on rank 0 / write TensorBoard events.
         optim / schedule: see :class:`OptimConfig`, :class:`ScheduleConfig`.
     """
@@ -175,6 +180,7 @@ class TrainConfig:
     resume: bool = True
     restart: bool = False
     device: str = "auto"
+    compile: bool = False
     progress: bool = True
     tensorboard: bool = True
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -335,6 +341,9 @@ class _Trainer:
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         else:
             self.train_model = self.model
+        # the module training_step calls: compiled with train.compile; state dicts, optimizers, evaluation and
+        # exports keep using the eager modules, so checkpoints and run folders are the same either way
+        self.step_model = cast(nn.Module, torch.compile(self.train_model)) if cfg.compile else self.train_model
         custom = getattr(self.task, "build_optimizer", None)
         opt = custom(self.train_model if self.task_wrapped else self.model) if callable(custom) else None
         self.optimizer = opt if opt is not None else build_optimizer(self.model, cfg.optim)
@@ -666,7 +675,7 @@ class _Trainer:
                 )
                 with sync_ctx:
                     with self.autocast:
-                        out = self.task.training_step(self.train_model, batch)
+                        out = self.task.training_step(self.step_model, batch)
                     if "loss" not in out:
                         raise KeyError(f"task {self.task.name!r}: training_step must return a 'loss' entry")
                     loss = out["loss"] / accum
