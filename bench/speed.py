@@ -507,8 +507,9 @@ def render(res: dict[str, Any]) -> str:
     if comp:
         lines += [
             "",
-            "`torch.compile` (inductor, default mode; `train.compile: true` in any trainer), eager and compiled "
-            "timed in turn in a process of their own:",
+            f"`torch.compile` (inductor, default mode; `train.compile: true` in any trainer), measured "
+            f"{res.get('compile_date', res['date'])}: eager and compiled timed in turn in a process of their own; "
+            "compile seconds are the first call's, with an empty inductor cache:",
             "",
             "| model | fwd eager | fwd compiled | speed-up | max rel diff | train eager | train compiled | speed-up "
             "| compile s (fwd / train) |",
@@ -518,6 +519,7 @@ def render(res: dict[str, Any]) -> str:
             if "forward_compiled_s" not in c:
                 lines.append(f"| {title} | does not compile: {c.get('error', '?')} |" + " |" * 7)
                 continue
+            mark = "" if c.get("cold_cache", True) else " (b)"
             fwd = (
                 f"| {title} | {ms(c['forward_eager_s'])} | {ms(c['forward_compiled_s'])} | "
                 f"**{c['forward_eager_s'] / c['forward_compiled_s']:.2f}x** | {c['compiled_max_rel_diff']:.1e} | "
@@ -525,14 +527,16 @@ def render(res: dict[str, Any]) -> str:
             if "train_compiled_s" not in c:  # the forward compiled, the training step did not
                 lines.append(
                     fwd + f"training step does not compile: {c.get('error', '?')} | | | "
-                    f"{c['compile_forward_s']:.0f} / - |"
+                    f"{c['compile_forward_s']:.0f} / -{mark} |"
                 )
                 continue
             lines.append(
                 fwd + f"{ms(c['train_eager_s'])} | {ms(c['train_compiled_s'])} | "
                 f"**{c['train_eager_s'] / c['train_compiled_s']:.2f}x** | "
-                f"{c['compile_forward_s']:.0f} / {c['compile_train_s']:.0f} |"
+                f"{c['compile_forward_s']:.0f} / {c['compile_train_s']:.0f}{mark} |"
             )
+        if any(not c.get("cold_cache", True) for c in comp.values()):
+            lines += ["", "(b) compiled with the machine's shared inductor cache (`cold_cache: false` in the JSON)."]
     lines += [
         "",
         "Goals (issue 23): fp32 train >= 1.25x and forward >= 1.5x the naive path; bf16 forward >= 2x fp32 on HAT-S "
@@ -571,6 +575,7 @@ def main() -> None:
             if n not in res["models"]:
                 raise SystemExit(f"--compile-only: {n} is not in {RESULTS}; measure it first (--models {n})")
             res["models"][n]["compiled"] = _compiled(n, args.repeat)
+        res["compile_date"] = time.strftime("%Y-%m-%d")
         table = render(res)
         print(table)
         write_results(RESULTS, "speed", TITLE, res, table)
@@ -597,6 +602,7 @@ def main() -> None:
             res["models"][n].update(_naive_train(n, args.repeat, args.naive_train_limit))
         if args.compile:
             res["models"][n]["compiled"] = _compiled(n, args.repeat)
+            res["compile_date"] = res["date"]
         print(f"  {res['models'][n]}", flush=True)
     table = render(res)
     print(table)
