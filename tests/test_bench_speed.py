@@ -53,20 +53,27 @@ def _row(**kw: object) -> dict[str, object]:
     return row
 
 
-def test_render_ratios_lower_bounds_and_failures() -> None:
-    speed = _speed()
-    res = {
+def _result(models: dict[str, dict[str, object]]) -> dict[str, object]:
+    """A speed.json-shaped result around ``models`` (a 100 / 200 GFLOP/s yardstick)."""
+    return {
         "date": "2026-01-01",
         "threads": 2,
         "torch": "x",
         "gemm": {"fp32_gflops": 100.0, "bf16_gflops": 200.0},
-        "models": {
+        "models": models,
+    }
+
+
+def test_render_ratios_lower_bounds_and_failures() -> None:
+    speed = _speed()
+    res = _result(
+        {
             "a": _row(model="A", naive="n", forward_naive_s=1.0, train_naive_s=3.0),
             "d": _row(model="D", naive="n", forward_naive_s=1.0, train_naive_s=3.0, train_fp32_beside_naive_s=2.4),
             "b": _row(model="B", naive="n", forward_naive_s=1.0, train_naive_s=None, train_naive_over_s=600.0),
             "c": {"model": "C", "error": "boom"},
-        },
-    }
+        }
+    )
     table = speed.render(res)
     row_a = next(line for line in table.splitlines() if line.startswith("| A |"))
     assert "2.00x" in row_a and "1.50x" in row_a  # forward naive/fp32 and bf16 speed-up; train 3 / 2
@@ -101,19 +108,15 @@ def test_render_compiled_table_ratios_and_failures() -> None:
         "compile_forward_s": 41.0,
         "compile_train_s": 95.0,
     }
-    res = {
-        "date": "2026-01-01",
-        "threads": 2,
-        "torch": "x",
-        "gemm": {"fp32_gflops": 100.0, "bf16_gflops": 200.0},
-        "models": {
+    res = _result(
+        {
             "a": _row(model="A", compiled=compiled),
             "b": _row(model="B", compiled={"error": "RuntimeError: no fake kernel"}),
             "c": _row(model="C"),
             "d": _row(model="D", compiled={**{k: compiled[k] for k in list(compiled)[:3]}, "compile_forward_s": 9.0,
                                            "error": "RuntimeError: int64"}),
-        },
-    }
+        }
+    )
     table = speed.render(res)
     row_d = [line for line in table.splitlines() if line.startswith("| D |")][1]
     assert "**1.50x**" in row_d and "training step does not compile: RuntimeError: int64" in row_d
