@@ -406,7 +406,8 @@ def measure_compiled(name: str, repeat: int) -> dict[str, Any]:
         res["compile_train_s"] = time.perf_counter() - t0
         res["train_eager_s"], res["train_compiled_s"] = _interleaved(step(call), step(compiled), repeat=repeat)
     except Exception as exc:  # noqa: BLE001 - any compiler failure is a result of the table
-        res["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"
+        first = (str(exc).strip().splitlines() or [""])[0]
+        res["error"] = f"{type(exc).__name__}: {first[:160]}"
     return res
 
 
@@ -418,38 +419,47 @@ def _current_rss() -> int:
         return 0
 
 
+def _child(name: str, repeat: int, part: str = "main", **run: Any) -> subprocess.CompletedProcess[str]:
+    """Runs :func:`measure_one` of ``name`` / ``part`` in a process of its own (``run``: ``subprocess.run``
+    options such as ``timeout`` and ``env``)."""
+    cmd = [sys.executable, __file__, "--one", name, "--part", part, "--repeat", str(repeat)]
+    return subprocess.run(cmd, capture_output=True, text=True, **run)
+
+
+def _child_output(p: subprocess.CompletedProcess[str]) -> tuple[dict[str, Any] | None, str]:
+    """``(the JSON result, "")`` of a finished child, or ``(None, its last stderr line)`` when it failed."""
+    if p.returncode != 0:
+        return None, (p.stderr.strip().splitlines() or ["?"])[-1][:200]
+    return dict(json.loads(p.stdout.strip().splitlines()[-1])), ""
+
+
 def _naive_train(name: str, repeat: int, limit: float) -> dict[str, Any]:
     """The naive training step's seconds, from its own process; past ``limit`` the limit is a lower bound."""
-    cmd = [sys.executable, __file__, "--one", name, "--part", "naive-train", "--repeat", str(repeat)]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+        p = _child(name, repeat, "naive-train", timeout=limit)
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         starts = [float(line.split()[1]) for line in out.splitlines() if line.startswith("naive-start ")]
         if not starts:
             return {"train_naive_s": None, "train_naive_error": f"no naive step started within {limit:.0f} s"}
         return {"train_naive_s": None, "train_naive_over_s": time.time() - starts[0]}  # one step ran this long
-    if p.returncode != 0:
-        return {"train_naive_s": None, "train_naive_error": (p.stderr.strip().splitlines() or ["?"])[-1][:200]}
-    return dict(json.loads(p.stdout.strip().splitlines()[-1]))
+    out, err = _child_output(p)
+    return out if out is not None else {"train_naive_s": None, "train_naive_error": err}
 
 
 def _compiled(name: str, repeat: int, limit: float = 900.0) -> dict[str, Any]:
     """:func:`measure_compiled` of ``name`` in its own process (a compiler crash or ``limit`` seconds spent are
     recorded, not fatal)."""
     print(f"{name}: torch.compile ...", flush=True)
-    cmd = [sys.executable, __file__, "--one", name, "--part", "compiled", "--repeat", str(repeat)]
     with tempfile.TemporaryDirectory() as cache:  # an empty inductor cache: cold compile times, as a user's first run
-        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
+            p = _child(name, repeat, "compiled", timeout=limit, env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache})
         except subprocess.TimeoutExpired:
-            p = None
-    if p is None:
-        return {"error": f"compiling and timing took more than {limit:.0f} s"}
-    if p.returncode != 0:
-        return {"error": (p.stderr.strip().splitlines() or ["?"])[-1][:200]}
-    out = dict(json.loads(p.stdout.strip().splitlines()[-1]))
+            return {"error": f"compiling and timing took more than {limit:.0f} s", "cold_cache": True}
+    out, err = _child_output(p)
+    if out is None:
+        return {"error": err, "cold_cache": True}
+    out["cold_cache"] = True
     print(f"  {out}", flush=True)
     return out
 
@@ -590,14 +600,12 @@ def main() -> None:
     print(f"GEMM peak: {res['gemm']}", flush=True)
     for n in names:
         print(f"{n} ...", flush=True)
-        cmd = [sys.executable, __file__, "--one", n, "--repeat", str(args.repeat)]
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        if p.returncode != 0:
-            err = (p.stderr.strip().splitlines() or ["?"])[-1][:200]
+        out, err = _child_output(_child(n, args.repeat))
+        if out is None:
             print(f"  failed: {err}", flush=True)
             res["models"][n] = {"model": n, "error": err}
             continue
-        res["models"][n] = json.loads(p.stdout.strip().splitlines()[-1])
+        res["models"][n] = out
         if "naive" in res["models"][n]:
             res["models"][n].update(_naive_train(n, args.repeat, args.naive_train_limit))
         if args.compile:
