@@ -9,6 +9,7 @@ import torch
 
 from shared_attention.attention.correlation import (
     I2CorrelationAttention,
+    neighbourhood_mask,
     rbf_sigma,
     rbf_targets,
     rbf_targets_naive,
@@ -134,3 +135,48 @@ def test_bad_shapes_raise() -> None:
         m(torch.randn(1, 4, 8), torch.randn(1, 9, 8), grid=(2, 2))
     with pytest.raises(ValueError, match="divisible"):
         I2CorrelationAttention(10, 3)
+
+
+def test_neighbourhood_mask_matches_a_loop() -> None:
+    h, w, r = 4, 5, 1
+    mask = neighbourhood_mask(h, w, r)
+    for i in range(h * w):
+        for j in range(h * w):
+            near = abs(i // w - j // w) <= r and abs(i % w - j % w) <= r
+            assert bool(mask[i, j]) is (not near)
+    assert not mask.diagonal().any()  # a token never sees itself
+    assert neighbourhood_mask(3, 3, 0).equal(~torch.eye(9, dtype=torch.bool))
+    with pytest.raises(ValueError, match="whole 3x3 grid"):
+        neighbourhood_mask(3, 3, 1)
+    with pytest.raises(ValueError, match=">= 0"):
+        neighbourhood_mask(3, 3, -1)
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_excluded_neighbourhood_matches_masked_naive_attention(cross: bool) -> None:
+    torch.manual_seed(3)
+    plain = I2CorrelationAttention(16, 4).eval()
+    m = I2CorrelationAttention(16, 4, exclude_radius=1).eval()
+    m.load_state_dict(plain.state_dict())  # no new parameters: the same state dict loads strictly
+    x = torch.randn(2, 20, 16)
+    ctx = torch.randn(1, 20, 16) if cross else None
+    res = m(x, ctx, grid=(4, 5))
+    if cross:  # the mask is for self-attention only: cross-attention is unchanged
+        torch.testing.assert_close(res.out, plain(x, ctx, grid=(4, 5)).out)
+        return
+    q = m.query_projection(x).view(2, 20, 4, 4).transpose(1, 2)
+    k = m.key_projection(x).view(2, 20, 4, 4).transpose(1, 2)
+    v = m.value_projection(x).view(2, 20, 4, 4).transpose(1, 2)
+    scores = q @ k.transpose(-2, -1) / 2.0
+    allowed = neighbourhood_mask(4, 5, 1)
+    weights = torch.where(allowed, scores.exp(), torch.zeros(()))
+    attn = weights / weights.sum(-1, keepdim=True)
+    out = (attn @ v).transpose(1, 2).reshape(2, 20, 16)
+    torch.testing.assert_close(res.attn, attn, rtol=1e-5, atol=1e-6)
+    assert res.attn[..., ~allowed].abs().max() == 0  # nothing flows from a token's own neighbourhood
+    torch.testing.assert_close(res.out, out, rtol=1e-5, atol=1e-5)
+    fused = m(x, None, grid=(4, 5), need_maps=False)  # SDPA with the boolean mask
+    torch.testing.assert_close(fused.out, out, rtol=1e-5, atol=1e-5)
+    naive = m(x, None, grid=(4, 5), naive_target=True)  # the core's explicit path
+    torch.testing.assert_close(naive.out, out, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(plain(x, None, grid=(4, 5)).out, out, atol=1e-3)

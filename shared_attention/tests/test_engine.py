@@ -288,3 +288,32 @@ def test_compile_trains_the_same_and_keeps_eager_state_dicts(tmp_path):
     sa, sb = r_eager.model.state_dict(), r_comp.model.state_dict()
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], atol=1e-5, rtol=1e-4)
+
+
+def test_evaluation_start_hook_runs_before_each_evaluation_in_eval_mode(tmp_path):
+    """``on_evaluation_start`` sees the eval-mode model before every validation; what it stores in a buffer is
+    in the weights the evaluation selects (served and checkpointed)."""
+    events: list[tuple[str, int, bool]] = []
+
+    class Task(PointerTask):
+        def build_model(self):
+            model = super().build_model()
+            model.register_buffer("fitted", torch.zeros(()))
+            return model
+
+        def on_evaluation_start(self, model):
+            model.fitted.add_(1.0)  # counts the evaluations seen by these weights
+            events.append(("start", int(model.fitted), model.training))
+
+        def validation_step(self, model, batch):
+            if not events or events[-1][0] != "val":
+                events.append(("val", int(model.fitted), model.training))
+            return super().validation_step(model, batch)
+
+    cfg = _cfg(tmp_path, "train.max_steps=6", "train.batch_size=16", "train.eval_every=2",
+               "train.checkpoint_every=2")
+    res = fit(Task(cfg), cfg.train, cfg)
+    assert events == [("start", 1, False), ("val", 1, False), ("start", 2, False), ("val", 2, False),
+                      ("start", 3, False), ("val", 3, False)]
+    served = load_weights(tmp_path / "model.safetensors")
+    assert int(served["fitted"]) == res.best_step // 2  # the buffer as it was at the selected evaluation

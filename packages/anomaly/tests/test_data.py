@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sa_anomaly.config import load_ad_config
 from sa_anomaly.data import (
     AnomalyImageDataset,
     SyntheticValidationDataset,
@@ -14,7 +15,7 @@ from sa_anomaly.data import (
     list_samples,
     split_train_val,
 )
-from sa_anomaly.defects import DEFECTS, apply_defect
+from sa_anomaly.defects import DEFECT_SETS, DEFECTS, apply_defect, defect_names
 from sa_anomaly.imageio import read_image, read_mask, write_png
 from sa_anomaly.sample import build_sample, main
 
@@ -29,13 +30,40 @@ def test_defect_masks_are_exact() -> None:
         assert np.array_equal(changed, mask), name
 
 
+@pytest.mark.parametrize("name", DEFECT_SETS["surface"])
+def test_surface_defects_change_intensity_only_and_are_seeded(name: str) -> None:
+    rng = np.random.default_rng(1)
+    grey = 0.3 + 0.4 * rng.random((96, 80, 1)).astype(np.float32)
+    img = np.repeat(grey, 3, axis=2)  # a grey surface (magnetic tiles are grey photos)
+    for seed in range(5):
+        out, mask = apply_defect(name, img, np.random.default_rng(seed))
+        again, mask2 = apply_defect(name, img, np.random.default_rng(seed))
+        assert np.array_equal(out, again) and np.array_equal(mask, mask2)
+        assert np.array_equal(np.abs(out - img).max(axis=2) > 0, mask) and mask.sum() >= 8
+        assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 0], out[..., 2])  # still grey
+        assert mask.mean() < 0.3, f"{name} covers {mask.mean():.0%} of the image"
+        if name in ("pit", "crack", "chip"):
+            assert (out[mask] < img[mask]).all(), f"{name} must darken"
+
+
+def test_defect_sets_and_names() -> None:
+    assert defect_names("surface") == ("pit", "crack", "uneven", "chip")
+    assert defect_names(["pit", "scratch"]) == ("pit", "scratch")
+    assert defect_names("crack") == ("crack",)
+    with pytest.raises(KeyError, match="'hole'"):
+        defect_names(["pit", "hole"])
+    with pytest.raises(ValueError, match="data.val_defects: .*'hole'"):
+        load_ad_config("cpu", ["data.val_defects=hole"])
+    assert load_ad_config("cpu", ["data.val_defects=surface"]).data.val_defects == "surface"
+
+
 def test_sample_layout_and_disjoint_rows(tmp_path: Path) -> None:
     out = build_sample(tmp_path / "ad", textures=("gravel",), crop=64, n_train=(2, 3), n_test=(2, 3))
     train = list_samples(out / "gravel", "train")
     test = list_samples(out / "gravel", "test")
     assert len(train) == 6 and all(s.label == 0 for s in train)
     assert len(test) == 12 and sum(s.label for s in test) == 6
-    assert {s.defect for s in test} == {"good", *DEFECTS}
+    assert {s.defect for s in test} == {"good", *DEFECT_SETS["generic"]}  # the sample set keeps its defects
     bad = next(s for s in test if s.label)
     img_bad = read_image(bad.path)
     mask = read_mask(bad.mask)
@@ -99,3 +127,6 @@ def test_validation_split_and_synthetic(tmp_path: Path) -> None:
     assert [int(it["label"]) for it in items] == [0, 0, 1, 1]
     assert items[0]["mask"].sum() == 0 and items[2]["mask"].sum() > 0
     assert np.array_equal(val[3]["image"].numpy(), items[3]["image"].numpy())  # deterministic
+    surface = SyntheticValidationDataset(AnomalyImageDataset(va, 64), synthetic=4, seed=0, defects="surface")
+    assert surface.names == ["pit", "crack", "uneven", "chip"] and len(surface) == 10
+    assert all(int(surface[i]["label"]) == 1 and surface[i]["mask"].sum() > 0 for i in range(2, 10))

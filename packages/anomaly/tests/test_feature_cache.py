@@ -110,3 +110,43 @@ def test_fit_resize_keeps_the_whole_image(tmp_path: Path) -> None:
     assert crop["mask"].max() == 0  # the centre crop misses the band
     with pytest.raises(ValueError, match="data.fit"):
         AnomalyImageDataset([sample], 32, fit="pad")
+
+
+def test_feature_jitter_perturbs_head_inputs_only(tiny_data: Path) -> None:
+    cfg = load_ad_config("tiny", [*TINY, f"data.root={tiny_data}", "data.category=brick"])
+    model = AnomalyTask(cfg).build_model()
+    feats = model.features(torch.rand(2, 3, 64, 64))
+    with torch.no_grad():
+        clean = model(features=feats)
+        torch.manual_seed(5)
+        noisy = model(features=feats, jitter=20.0)
+        torch.manual_seed(5)
+        again = model(features=feats, jitter=20.0)
+    for (t0, o0), (t1, o1), (_, o2) in zip(clean, noisy, again, strict=True):
+        torch.testing.assert_close(t1, t0)  # the reconstruction targets stay the clean tokens
+        assert not torch.allclose(o1.x_out, o0.x_out, atol=1e-3)  # the heads saw perturbed tokens
+        torch.testing.assert_close(o2.x_out, o1.x_out)  # seeded
+
+
+def test_jitter_and_neighbour_mask_train_and_reload(tiny_data: Path, tmp_path: Path) -> None:
+    from sa_anomaly.predictor import AnomalyPredictor
+
+    run = tmp_path / "run"
+    cfg = load_ad_config(
+        "tiny",
+        [
+            *TINY,
+            f"data.root={tiny_data}",
+            "data.category=brick",
+            f"train.run_dir={run}",
+            "data.cache_features=true",
+            "loss.feature_jitter=20",
+            "model.intra_exclude_radius=1",
+            "data.val_defects=surface",
+        ],
+    )
+    res = fit(AnomalyTask(cfg), cfg.train, cfg)
+    assert res.step == 4 and np.isfinite(res.last_metrics["val_image_auroc"])
+    model = AnomalyPredictor.load(run).model
+    radii = {m.self_attention.exclude_radius for head in model.heads for m in head.encoder.encode_layers}
+    assert radii == {1}

@@ -35,6 +35,11 @@ class AnomalyModelConfig:
         image_size: square network input. d_models: transformer width per level.
         n_heads / n_layers / ffn_scale: transformer shape (official: 8 / 3 / 4).
         use_out_projection: apply the attention output projection (the official code discards it).
+        intra_exclude_radius: hide each token's own ``(2 r + 1)^2`` neighbourhood from FOD's intra attention
+            (UniAD's neighbour masking, so reconstructions come from context; 0 = the official attention).
+        score: FOD's anomaly score: ``official`` (reconstruction x inter-correlation discrepancy) or
+            ``whitened_residual`` (Mahalanobis norm of the reconstruction residual under its statistics on the
+            training images, fitted after training; see :class:`~sa_anomaly.models.fod.FODAnomalyModel`).
         arch: ``fod`` (trained heads) or ``patchcore`` (a coreset memory bank of the frozen features; no
             gradient training: ``train`` fits the bank in one pass).
         coreset_ratio / projection_dim / num_neighbors / target_dim: PatchCore's bank share, coreset projection,
@@ -53,6 +58,8 @@ class AnomalyModelConfig:
     n_layers: int = 3
     ffn_scale: int = 4
     use_out_projection: bool = False
+    intra_exclude_radius: int = 0
+    score: Literal["official", "whitened_residual"] = "official"
     coreset_ratio: float = 0.1
     projection_dim: int | None = 128
     num_neighbors: int = 9
@@ -75,6 +82,8 @@ class AnomalyDataConfig:
         val_fraction: share of the normal training images held out for validation / model selection.
         val_synthetic: synthetic-defect copies per validation image (0: none; then AUROC is undefined and the
             reconstruction loss is monitored instead).
+        val_defects: the synthetic defects of validation: ``generic`` (scratch, stain, cut-paste), ``surface``
+            (pit, crack, uneven shading, chipped edge: see :mod:`sa_anomaly.defects`) or a list of defect names.
         augment: random flips (textures). repeat: passes over the training images per epoch.
         seed: split and synthetic-defect seed.
     """
@@ -86,18 +95,33 @@ class AnomalyDataConfig:
     cache_features: bool = False
     val_fraction: float = 0.15
     val_synthetic: int = 1
+    val_defects: str | tuple[str, ...] = "generic"
     augment: bool = False
     repeat: int = 1
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        from .defects import defect_names
+
+        try:
+            defect_names(self.val_defects)
+        except KeyError as exc:
+            raise ValueError(f"data.val_defects: {exc.args[0]}") from None
+
 
 @dataclass(frozen=True)
 class AnomalyLossConfig:
-    """Loss weights (official defaults ``lambda1 = lambda2 = 0.5``) and scoring smoothing."""
+    """Loss weights (official defaults ``lambda1 = lambda2 = 0.5``), scoring smoothing and training noise.
+
+    Attributes:
+        feature_jitter: UniAD's feature jitter scale during training (0 = official; UniAD uses 20): the heads
+            reconstruct clean tokens from tokens with Gaussian noise of ``jitter * |token| / C`` per channel.
+    """
 
     lambda1: float = 0.5
     lambda2: float = 0.5
     smooth_sigma: float = 4.0
+    feature_jitter: float = 0.0
 
 
 @dataclass(frozen=True)

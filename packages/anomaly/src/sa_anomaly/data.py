@@ -241,14 +241,21 @@ class AnomalyImageDataset(Dataset[dict[str, Any]]):
 class SyntheticValidationDataset(Dataset[dict[str, Any]]):
     """Held-out normal images plus, for each, ``synthetic`` copies with a seeded synthetic defect and exact mask.
 
-    Selection on it never touches the test set; defects come from :mod:`sa_anomaly.defects`.
+    Selection on it never touches the test set; defects come from :mod:`sa_anomaly.defects` (``defects``: a set
+    name, ``generic`` or ``surface``, or a list of defect names), taken in turn.
     """
 
-    def __init__(self, base: AnomalyImageDataset, synthetic: int = 1, seed: int = 0) -> None:
-        from .defects import DEFECTS
+    def __init__(
+        self,
+        base: AnomalyImageDataset,
+        synthetic: int = 1,
+        seed: int = 0,
+        defects: str | tuple[str, ...] | list[str] = "generic",
+    ) -> None:
+        from .defects import defect_names
 
         self.base, self.synthetic, self.seed = base, synthetic, seed
-        self.names = list(DEFECTS)
+        self.names = list(defect_names(defects))
 
     def __len__(self) -> int:
         return len(self.base.samples) * (1 + self.synthetic)

@@ -108,7 +108,10 @@ def evaluate_run(
     threshold = None
     if val_s and cfg.data.val_synthetic > 0:
         val = SyntheticValidationDataset(
-            AnomalyImageDataset(val_s, size, resize, fit=cfg.data.fit), cfg.data.val_synthetic, cfg.data.seed
+            AnomalyImageDataset(val_s, size, resize, fit=cfg.data.fit),
+            cfg.data.val_synthetic,
+            cfg.data.seed,
+            cfg.data.val_defects,
         )
         v = evaluate_dataset(pred.model, val, sigma=cfg.loss.smooth_sigma, with_pro=False, progress=False)
         threshold = choose_threshold(v["scores"], v["labels"])

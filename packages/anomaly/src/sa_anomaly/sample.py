@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .defects import DEFECTS, apply_defect
+from .defects import DEFECT_SETS, apply_defect
 from .imageio import write_png
 
 __all__ = ["TEXTURES", "build_sample", "main"]
@@ -89,7 +89,7 @@ def build_sample(
     if crop > TEST_ROWS[1] - TEST_ROWS[0]:
         raise ValueError(f"crop {crop} is larger than the test band of {TEST_ROWS[1] - TEST_ROWS[0]} rows")
     files: dict[str, list[str]] = {}
-    names = list(DEFECTS)
+    names = list(DEFECT_SETS["generic"])
     for t_i, tex in enumerate(textures):
         img = _texture(tex)
         rng = np.random.default_rng(seed * 1000 + t_i)

@@ -4,7 +4,7 @@ synthetic defects, never on the test set."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Sized
+from collections.abc import Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -77,10 +77,9 @@ def score_images(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, 
     if isinstance(model, PatchCoreModel):
         out = model(images)
         return out.anomaly_map[:, 0], out.image_scores
-    from .models.fod import anomaly_maps_from_outputs
-
-    outputs = model(images, intra_maps=False, inter_maps=True)
-    return anomaly_maps_from_outputs(outputs, images.shape[-1]), None
+    fod = cast("FODAnomalyModel", model)
+    outputs = fod(images, intra_maps=False, inter_maps=fod.score == "official")
+    return fod.anomaly_maps(outputs, images.shape[-1]), None
 
 
 @torch.no_grad()
@@ -124,6 +123,11 @@ def train(cfg: ADConfig, options: Mapping[str, Any] | None = None) -> Any:
     """``sa-anomaly train``: FOD through the engine, or (``model.arch: patchcore``) :func:`fit_patchcore`."""
     if cfg.model.arch == "patchcore":
         return fit_patchcore(cfg)
+    if cfg.model.score == "whitened_residual" and cfg.data.val_fraction <= 0:
+        raise ValueError(
+            "model.score=whitened_residual needs a validation split (data.val_fraction > 0): its residual "
+            "statistics are fitted before each evaluation and saved with the selected weights"
+        )
     from shared_attention.engine import fit
 
     return fit(AnomalyTask(cfg, **dict(options or {})), cfg.train, full_config=cfg)
@@ -214,6 +218,14 @@ class FeatureCache:
         """Per level the sum over images of the un-flipped features (FOD's reference is their mean)."""
         return [lvl[:: self.variants].sum(0) for lvl in self.levels]
 
+    def batches(self, batch_size: int = 32, variant: int = 0) -> Iterator[list[torch.Tensor]]:
+        """Per level ``(B, C, h, w)`` batches of every image's flip variant ``variant`` (0: un-flipped)."""
+        for start in range(0, self.images, batch_size):
+            rows = slice(
+                (start * self.variants) + variant, min(start + batch_size, self.images) * self.variants, self.variants
+            )
+            yield [lvl[rows] for lvl in self.levels]
+
     def features(self, row: int) -> list[torch.Tensor]:
         """Per level ``(C, h, w)`` of cache row ``row``."""
         return [lvl[row] for lvl in self.levels]
@@ -300,13 +312,30 @@ class AnomalyTask(TaskHooks):
         self._model = model
         return model
 
+    @torch.no_grad()
+    def on_evaluation_start(self, model: nn.Module) -> None:
+        """``score: whitened_residual``: refits the residual statistics of the current weights on the training
+        images (their cached un-flipped features, or the images themselves) before the validation scores."""
+        fod = cast("FODAnomalyModel", model)
+        if getattr(fod, "score", "official") != "whitened_residual":
+            return
+        batch = self.cfg.train.eval_batch_size or 8
+        if self._cache is not None:
+            fod.fit_residuals(self._cache.batches(batch))
+            return
+        device = next(model.parameters()).device
+        loader = DataLoader(self._dataset(self.split()[0]), batch_size=batch, shuffle=False)
+        fod.fit_residuals(fod.features(b["image"].to(device)) for b in loader)
+
     def _val_images(self) -> Dataset[Any] | None:
         """The validation images: held-out normal ones plus their synthetic-defect copies (None: no hold-out)."""
         from .data import SyntheticValidationDataset
 
         d = self.cfg.data
         val_s = self.split()[1]
-        return SyntheticValidationDataset(self._dataset(val_s), d.val_synthetic, d.seed) if val_s else None
+        if not val_s:
+            return None
+        return SyntheticValidationDataset(self._dataset(val_s), d.val_synthetic, d.seed, d.val_defects)
 
     def build_datasets(self) -> tuple[Dataset[Any], Dataset[Any] | None]:
         d = self.cfg.data
@@ -326,7 +355,11 @@ class AnomalyTask(TaskHooks):
         from .losses import fod_loss
 
         total: dict[str, torch.Tensor] = {}
-        outputs = model(features=batch["features"]) if "features" in batch else model(batch["image"])
+        jitter = self.cfg.loss.feature_jitter
+        if "features" in batch:
+            outputs = model(features=batch["features"], jitter=jitter)
+        else:
+            outputs = model(batch["image"], jitter=jitter)
         for i, (tokens, out) in enumerate(outputs):
             terms = fod_loss(tokens, out, self.cfg.loss.lambda1, self.cfg.loss.lambda2)
             for k, v in terms.items():
@@ -339,10 +372,9 @@ class AnomalyTask(TaskHooks):
         import torch.nn.functional as F
 
         if "features" in batch:
-            from .models.fod import anomaly_maps_from_outputs
-
-            size = self.cfg.model.image_size
-            maps = anomaly_maps_from_outputs(model(features=batch["features"], intra_maps=False), size)
+            fod = cast("FODAnomalyModel", model)
+            outputs = fod(features=batch["features"], intra_maps=False, inter_maps=fod.score == "official")
+            maps = fod.anomaly_maps(outputs, self.cfg.model.image_size)
         else:
             maps = anomaly_maps(model, batch["image"])  # (B, S, S)
         small = F.adaptive_avg_pool2d(maps[:, None], 64)[:, 0]  # pixel AUROC on a 64 px grid keeps it light

@@ -39,6 +39,7 @@ __all__ = [
     "CorrelationOutput",
     "I2CorrelationAttention",
     "grid_coordinates",
+    "neighbourhood_mask",
     "rbf_sigma",
     "rbf_targets",
     "rbf_targets_naive",
@@ -50,6 +51,24 @@ def grid_coordinates(h: int, w: int, device: torch.device | str | None = None) -
     """Row and column index of every token of a row-major ``h x w`` grid, each ``(h * w,)`` float32."""
     idx = torch.arange(h * w, device=device)
     return (idx // w).float(), (idx % w).float()
+
+
+def neighbourhood_mask(h: int, w: int, radius: int, device: torch.device | str | None = None) -> Tensor:
+    """``(L, L)`` boolean attention mask of a row-major ``h x w`` grid (``True`` = may attend) that hides from
+    every query its own ``(2 radius + 1)^2`` neighbourhood: key ``j`` is masked for query ``i`` when
+    ``max(|row_i - row_j|, |col_i - col_j|) <= radius`` (the query itself included).
+
+    UniAD's "neighbour masked attention" (You et al., NeurIPS 2022, sec. 3.3): a token cannot copy itself or
+    its close neighbours, so a reconstruction must be predicted from context. Raises ``ValueError`` when the
+    mask would hide every key of some query (the grid is not larger than the neighbourhood).
+    """
+    if radius < 0:
+        raise ValueError(f"neighbourhood radius must be >= 0, got {radius}")
+    if h <= 2 * radius + 1 and w <= 2 * radius + 1:
+        raise ValueError(f"a radius-{radius} neighbourhood covers the whole {h}x{w} grid: nothing left to attend")
+    rows, cols = grid_coordinates(h, w, device)
+    near = ((rows[:, None] - rows[None, :]).abs() <= radius) & ((cols[:, None] - cols[None, :]).abs() <= radius)
+    return ~near  # (L, L)
 
 
 def squared_distance_maps(
@@ -152,13 +171,20 @@ class I2CorrelationAttention(nn.Module):
         use_out_projection: apply ``out_projection`` to the output. ``False`` (default) reproduces the
             official code, which computes the projection and discards it (the parameters still exist so
             official checkpoints load strictly).
+        exclude_radius: in self-attention (no ``context``), hide from every query its own
+            ``(2 r + 1)^2`` neighbourhood, itself included (:func:`neighbourhood_mask`; 0: off, the official
+            behaviour). A training choice without parameters: the state dict is the same either way.
 
     Parameter names follow the official module: ``query_projection``, ``key_projection``, ``value_projection``,
     ``sigma_projection``, ``out_projection``.
     """
 
-    def __init__(self, d_model: int, n_heads: int, use_out_projection: bool = False) -> None:
+    def __init__(self, d_model: int, n_heads: int, use_out_projection: bool = False, exclude_radius: int = 0) -> None:
         super().__init__()
+        if exclude_radius < 0:
+            raise ValueError(f"exclude_radius must be >= 0, got {exclude_radius}")
+        self.exclude_radius = exclude_radius
+        self._masks: dict[tuple[int, int, str], Tensor] = {}
         if d_model % n_heads != 0:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.d_model = d_model
@@ -174,6 +200,13 @@ class I2CorrelationAttention(nn.Module):
     def _heads(self, t: Tensor) -> Tensor:
         b, n, _ = t.shape
         return t.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, N, head_dim)
+
+    def mask(self, grid: tuple[int, int], device: torch.device) -> Tensor:
+        """The cached ``(L, L)`` :func:`neighbourhood_mask` of ``grid`` for :attr:`exclude_radius`."""
+        key = (grid[0], grid[1], str(device))
+        if key not in self._masks:
+            self._masks[key] = neighbourhood_mask(grid[0], grid[1], self.exclude_radius, device)
+        return self._masks[key]
 
     def sigma(self, x: Tensor) -> Tensor:
         """``(B, L, d_model)`` raw queries -> ``(B, H, L, 2)`` RBF widths."""
@@ -220,13 +253,19 @@ class I2CorrelationAttention(nn.Module):
         if k.shape[0] != b:
             k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
         scale = 1.0 / math.sqrt(self.head_dim)
+        allowed = self.mask(grid, x.device) if context is None and self.exclude_radius > 0 else None  # (L, L)
         attn: Tensor | None
         if need_maps and not naive_target:
-            # maps needed: one fused softmax over the scaled scores (no masks here), then attn @ v
-            attn = torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1)  # (B, H, L, L)
+            # maps needed: one fused softmax over the scaled scores, then attn @ v
+            scores = (q * scale) @ k.transpose(-2, -1)  # (B, H, L, L)
+            if allowed is not None:
+                scores = scores.masked_fill(~allowed, float("-inf"))
+            attn = torch.softmax(scores, dim=-1)  # (B, H, L, L)
             out = attn @ v  # (B, H, L, hd)
         else:  # fused SDPA without maps; the core's explicit path on the naive (official-style) route
-            out, attn = scaled_dot_product(q, k, v, scale=scale, need_weights=need_maps)  # (B, H, L, hd)
+            out, attn = scaled_dot_product(
+                q, k, v, attn_mask=allowed, scale=scale, need_weights=need_maps
+            )  # (B, H, L, hd)
         out = out.transpose(1, 2).reshape(b, n, self.d_model)  # (B, L, d_model)
         if self.use_out_projection:
             out = self.out_projection(out)

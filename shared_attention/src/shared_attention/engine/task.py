@@ -108,6 +108,12 @@ class TaskHooks:
         """Extra ``metadata.json`` entries: I/O spec, preprocessing, labels, package version."""
         return {}
 
+    def on_evaluation_start(self, model: nn.Module) -> None:
+        """Called on every rank before each evaluation with the model in eval mode (EMA weights applied), e.g. to
+        refit statistics that scoring needs from the current weights; whatever it stores in buffers is saved
+        with the weights the evaluation selects."""
+        return None
+
     def on_evaluation_end(self, model: nn.Module, run_dir: Path, step: int, metrics: Mapping[str, float]) -> None:
         """Called on rank 0 after each evaluation, e.g. to write PNG side-by-sides."""
         return None

@@ -593,6 +593,9 @@ class _Trainer:
         ctx = self.ema.applied(model) if self.ema is not None else contextlib.nullcontext()
         full = getattr(self.task, "full_precision_eval", False)
         with ctx:
+            start = getattr(self.task, "on_evaluation_start", None)
+            if callable(start):
+                start(model)
             for batch in loader:
                 batch = move_to_device(batch, self.device)
                 with contextlib.nullcontext() if full else self.autocast:

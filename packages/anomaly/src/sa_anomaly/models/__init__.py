@@ -46,4 +46,6 @@ def build_model(cfg: Any, backbone_weights: str | None | bool = True) -> nn.Modu
         m.pool_size,
         weights,
         m.use_out_projection,
+        m.intra_exclude_radius,
+        m.score,
     )

@@ -9,7 +9,7 @@ load strictly (see :mod:`sa_anomaly.official`). The I2Correlation attention itse
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple, cast
 
@@ -24,7 +24,10 @@ from shared_attention.layers.position import sinusoidal_1d
 from ..features import IMAGENET_MEAN, IMAGENET_STD, LITE0_PACKAGE, FeatureExtractor
 from ..losses import symmetric_kl_rows
 
-__all__ = ["FODHead", "FODOutput", "FODAnomalyModel", "fod_position_embedding"]
+__all__ = ["SCORES", "FODHead", "FODOutput", "FODAnomalyModel", "fod_position_embedding"]
+
+#: FOD's anomaly scores: the paper's, or the whitened reconstruction residual (see :class:`FODAnomalyModel`)
+SCORES = ("official", "whitened_residual")
 
 
 def fod_position_embedding(h: int, w: int, dim: int, device: torch.device | str | None = None) -> Tensor:
@@ -82,10 +85,11 @@ class I2CorrelationLayer(nn.Module):
         with_intra: bool = True,
         with_inter: bool = True,
         use_out_projection: bool = False,
+        intra_exclude_radius: int = 0,
     ) -> None:
         super().__init__()
         self.with_intra, self.with_inter = with_intra, with_inter
-        self.self_attention = I2CorrelationAttention(d_model, n_heads, use_out_projection)
+        self.self_attention = I2CorrelationAttention(d_model, n_heads, use_out_projection, intra_exclude_radius)
         self.cross_attention = I2CorrelationAttention(d_model, n_heads, use_out_projection)
         self.ffn = Mlp(d_model, d_ff, drop=dropout)
         self.norm1 = nn.LayerNorm(d_model)
@@ -146,6 +150,8 @@ class FODHead(nn.Module):
         with_intra / with_inter: the two correlation branches (the official ``args.with_intra/with_inter``).
         use_out_projection: apply the attention output projection (``False``: official numerics, see
             :class:`~shared_attention.attention.correlation.I2CorrelationAttention`).
+        intra_exclude_radius: hide each token's own ``(2 r + 1)^2`` neighbourhood from its intra (self)
+            attention (UniAD's neighbour masking; 0 = official). No parameters: official weights load either way.
 
     The reference features (per-position mean of normal training features, ``(1, L, in_channels)``) are
     passed to ``forward``; :attr:`reference` (a non-persistent buffer) is used when none is passed.
@@ -164,6 +170,7 @@ class FODHead(nn.Module):
         with_intra: bool = True,
         with_inter: bool = True,
         use_out_projection: bool = False,
+        intra_exclude_radius: int = 0,
     ) -> None:
         super().__init__()
         self.seq_len, self.in_channels, self.out_channels = seq_len, in_channels, out_channels
@@ -173,7 +180,14 @@ class FODHead(nn.Module):
         self.ref_embedding = TokenEmbedding2D(in_channels, d_model, dropout)
         layers = [
             I2CorrelationLayer(
-                d_model, n_heads, d_model * d_feed_foward_scale, dropout, with_intra, with_inter, use_out_projection
+                d_model,
+                n_heads,
+                d_model * d_feed_foward_scale,
+                dropout,
+                with_intra,
+                with_inter,
+                use_out_projection,
+                intra_exclude_radius,
             )
             for _ in range(n_layers)
         ]
@@ -242,7 +256,12 @@ class FODAnomalyModel(nn.Module):
         backbone / out_indices / backbone_weights / pool_size: see :class:`FeatureExtractor`.
         image_size: square input size the reference features belong to.
         d_models: transformer width per level. n_heads / n_layers / ffn_scale: as :class:`FODHead`.
-        use_out_projection: see :class:`FODHead`.
+        use_out_projection / intra_exclude_radius: see :class:`FODHead`.
+        score: ``official`` (FOD's ``rec x (max s - s)``, :func:`anomaly_maps_from_outputs`) or
+            ``whitened_residual``: the Mahalanobis norm of each token's reconstruction residual ``x - x_hat``
+            under the residuals' mean and covariance on the normal training images (persistent buffers
+            ``residual_mean_<i>`` / ``residual_precision_<i>``, set by :meth:`fit_residuals`; until then zero
+            and identity: the plain residual norm).
     """
 
     mean: Tensor  # (1, 3, 1, 1) ImageNet mean buffer
@@ -260,19 +279,38 @@ class FODAnomalyModel(nn.Module):
         pool_size: int = 3,
         backbone_weights: str | Path | None = LITE0_PACKAGE,
         use_out_projection: bool = False,
+        intra_exclude_radius: int = 0,
+        score: str = "official",
     ) -> None:
         super().__init__()
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {list(SCORES)}, got {score!r}")
         self.image_size = image_size
+        self.score = score
         self.extractor = FeatureExtractor(backbone, out_indices, backbone_weights, pool_size)
         if len(d_models) != len(self.extractor.channels):
             raise ValueError(f"d_models has {len(d_models)} entries for {len(self.extractor.channels)} levels")
         self.grids = [(image_size // r, image_size // r) for r in self.extractor.reductions]
         self.heads = nn.ModuleList(
-            FODHead(g[0] * g[1], c, c, d, n_heads, n_layers, ffn_scale, use_out_projection=use_out_projection)
+            FODHead(
+                g[0] * g[1],
+                c,
+                c,
+                d,
+                n_heads,
+                n_layers,
+                ffn_scale,
+                use_out_projection=use_out_projection,
+                intra_exclude_radius=intra_exclude_radius,
+            )
             for g, c, d in zip(self.grids, self.extractor.channels, d_models)
         )
         for i, (c, g) in enumerate(zip(self.extractor.channels, self.grids)):
             self.register_buffer(f"reference_{i}", torch.zeros(c, g[0], g[1]))
+        if score == "whitened_residual":
+            for i, c in enumerate(self.extractor.channels):
+                self.register_buffer(f"residual_mean_{i}", torch.zeros(c))
+                self.register_buffer(f"residual_precision_{i}", torch.eye(c))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -298,11 +336,16 @@ class FODAnomalyModel(nn.Module):
         intra_maps: bool = True,
         inter_maps: bool = True,
         features: Sequence[Tensor] | None = None,
+        jitter: float = 0.0,
     ) -> list[tuple[Tensor, FODOutput]]:
         """Per level ``(tokens (B, L, C), FODOutput)`` with row-normalised targets.
 
         ``images`` ``(B, 3, S, S)`` in [0, 1], or ``features``: the frozen extractor's per-level ``(B, C, h, w)``
         output computed earlier (training on cached features skips the backbone).
+
+        ``jitter > 0`` (training only): UniAD's feature jitter (You et al. 2022, sec. 3.4): the heads see
+        ``tokens + jitter * |tokens| / C * N(0, 1)`` per token while the returned tokens, the reconstruction
+        targets, stay clean, so the heads learn to map perturbed features back onto normal ones.
         """
         if features is None:
             if images is None:
@@ -312,8 +355,58 @@ class FODAnomalyModel(nn.Module):
         for feat, head, ref, grid in zip(features, self.heads, self.references(), self.grids):
             tokens = feat.flatten(2).transpose(1, 2)  # (B, L, C)
             ref_tokens = ref.flatten(1).t()[None]  # (1, L, C)
-            outs.append((tokens, head(tokens, ref_tokens, grid, intra_maps, inter_maps, normalize_targets=True)))
+            inputs = tokens
+            if jitter > 0:
+                scale = tokens.norm(dim=-1, keepdim=True) / tokens.shape[-1]  # (B, L, 1)
+                inputs = tokens + jitter * scale * torch.randn_like(tokens)  # (B, L, C)
+            outs.append((tokens, head(inputs, ref_tokens, grid, intra_maps, inter_maps, normalize_targets=True)))
         return outs
+
+    def residual_whitening(self) -> list[tuple[Tensor, Tensor]] | None:
+        """Per level ``(mean (C,), precision (C, C))`` of the residuals (``score: whitened_residual``), else None."""
+        if self.score != "whitened_residual":
+            return None
+        return [
+            (getattr(self, f"residual_mean_{i}"), getattr(self, f"residual_precision_{i}"))
+            for i in range(len(self.heads))
+        ]
+
+    @torch.no_grad()
+    def fit_residuals(self, feature_batches: Iterable[Sequence[Tensor]], shrinkage: float = 0.01) -> int:
+        """Fits the residual statistics of ``score: whitened_residual`` on normal data.
+
+        Args:
+            feature_batches: per batch the frozen extractor's per-level ``(B, C, h, w)`` features of normal
+                training images (:meth:`features`, or a feature cache).
+            shrinkage: covariance shrinkage towards the scaled identity (as the Gaussian baseline's).
+
+        Returns:
+            The number of images used.
+        """
+        from ..baseline import GaussianFit
+
+        if self.score != "whitened_residual":
+            raise ValueError("fit_residuals needs score='whitened_residual'")
+        was = self.training
+        self.eval()
+        residuals: list[list[Tensor]] = [[] for _ in self.heads]
+        count = 0
+        for feats in feature_batches:
+            for i, (tokens, out) in enumerate(self(features=feats, intra_maps=False, inter_maps=False)):
+                residuals[i].append((tokens - out.x_out).reshape(-1, tokens.shape[-1]).double().cpu())
+            count += feats[0].shape[0]
+        if count == 0:
+            raise ValueError("fit_residuals: no training features")
+        for i, parts in enumerate(residuals):
+            fitted = GaussianFit(torch.cat(parts), shrinkage)
+            getattr(self, f"residual_mean_{i}").copy_(fitted.mean)
+            getattr(self, f"residual_precision_{i}").copy_(fitted.precision)
+        self.train(was)
+        return count
+
+    def anomaly_maps(self, outputs: list[tuple[Tensor, FODOutput]], size: int) -> Tensor:
+        """``(B, size, size)`` maps of :meth:`forward`'s outputs by the configured :attr:`score`."""
+        return anomaly_maps_from_outputs(outputs, size, self.residual_whitening())
 
     def train(self, mode: bool = True) -> FODAnomalyModel:
         super().train(mode)
@@ -321,17 +414,30 @@ class FODAnomalyModel(nn.Module):
         return self
 
 
-def anomaly_maps_from_outputs(outputs: list[tuple[Tensor, FODOutput]], size: int) -> Tensor:
+def anomaly_maps_from_outputs(
+    outputs: list[tuple[Tensor, FODOutput]], size: int, whitening: Sequence[tuple[Tensor, Tensor]] | None = None
+) -> Tensor:
     """Official FOD scoring: per level ``rec x (max(s) - s)`` upsampled bilinearly, averaged over levels.
 
     ``rec = mean_c (x - x_hat)^2 + 1 - cos(x, x_hat)``; ``s = softmax_L(-mean_layers symKL(P_inter, Q_inter))``.
     The maximum of ``s`` is taken per image (the official code takes it over the whole test batch, which is
     the same for its batch size of 1). Returns ``(B, size, size)``.
+
+    With ``whitening`` (per level the residuals' ``(mean (C,), precision (C, C))``) the score of a token is
+    instead the Mahalanobis norm ``sqrt((r - mu)^T P (r - mu))`` of its residual ``r = x - x_hat``
+    (``score: whitened_residual``); the correlation maps are not used.
     """
     maps = []
-    for tokens, out in outputs:
+    for level, (tokens, out) in enumerate(outputs):
         b, n, _ = tokens.shape
         side = math.isqrt(n)
+        if whitening is not None:
+            mu, precision = whitening[level]
+            r = (tokens - out.x_out).float() - mu  # (B, L, C)
+            score = torch.einsum("blc,cd,bld->bl", r, precision.float(), r).clamp_min(0).sqrt()  # (B, L)
+            score = score.reshape(b, 1, side, n // side)
+            maps.append(F.interpolate(score, size=(size, size), mode="bilinear", align_corners=True)[:, 0])
+            continue
         rec = (tokens - out.x_out).square().mean(-1) + 1 - F.cosine_similarity(tokens, out.x_out, dim=-1)  # (B, L)
         layers = [(p, q) for p, q in zip(out.inter_corrs, out.inter_targets) if p is not None and q is not None]
         if layers:
