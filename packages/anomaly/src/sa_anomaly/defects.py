@@ -101,9 +101,9 @@ def pit(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     ax = max(1, int(round(rng.uniform(0.015, 0.04) * side)))
     axes = (ax, max(1, int(round(ax * rng.uniform(0.6, 1.0)))))
     cv2.ellipse(paint, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
-    paint = cv2.GaussianBlur(paint, (0, 0), max(0.5, ax / 3))
-    paint = np.clip(paint / max(float(paint.max()), 1e-6), 0, 1)[..., None]
-    out = img * (1 - paint * (1 - rng.uniform(0.25, 0.6)))
+    blurred = cv2.GaussianBlur(paint, (0, 0), max(0.5, ax / 3))
+    weight = np.clip(blurred / max(float(blurred.max()), 1e-6), 0, 1)[..., None]  # (H, W, 1)
+    out = img * (1 - weight * (1 - rng.uniform(0.25, 0.6)))
     return _finish(img, out)
 
 
