@@ -51,6 +51,16 @@ def test_generated_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[
         main(["predict", str(tmp_path / "data" / "sequences.json"), str(tmp_path / "p.json"), "--run", str(run)]) == 0
     )
     assert json.loads((tmp_path / "p.json").read_text())["values"] == values
+    # --compile: the same predictions through torch.compile (dynamo captures at least one new graph)
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
+    assert (
+        main(["predict", str(tmp_path / "data" / "sequences.json"), str(tmp_path / "c.json"), "--run", str(run),
+              "--compile"]) == 0
+    )
+    assert json.loads((tmp_path / "c.json").read_text())["values"] == values
+    assert counters["stats"]["unique_graphs"] > graphs
     # a bad input is named on stderr, the others still run, exit code 1
     bad = tmp_path / "data" / "bad.json"
     bad.write_text('{"sequences": [[99, 1, 2]]}')

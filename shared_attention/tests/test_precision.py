@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from shared_attention.serving import PRECISIONS, PredictorBase, model_precision, set_model_precision
+from shared_attention.serving import (
+    PRECISIONS,
+    PredictorBase,
+    model_compiled,
+    model_precision,
+    set_model_compiled,
+    set_model_precision,
+)
 
 Pair = namedtuple("Pair", "a b")
 
@@ -72,3 +79,61 @@ def test_cli_choices_match_the_core() -> None:
     from shared_attention.domain import _PRECISIONS
 
     assert _PRECISIONS == PRECISIONS
+
+
+def test_compiled_forward_matches_eager_and_turns_off_again() -> None:
+    torch.manual_seed(0)
+    net = _Net().eval()
+    x = torch.randn(2, 3, 16, 16)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        ref = net(x)
+        assert set_model_compiled(net) is net and model_compiled(net) and model_precision(net) == "fp32"
+        got = net(x)  # inductor: generated kernels
+        again = net(x)
+    assert isinstance(got["pair"], Pair) and got["n"] == 3
+    torch.testing.assert_close(got["y"], ref["y"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(again["y"], got["y"], rtol=0, atol=0)
+    assert net.state_dict().keys() == state.keys() and all(torch.equal(net.state_dict()[k], state[k]) for k in state)
+    set_model_compiled(net, False)
+    assert not model_compiled(net) and "forward" not in net.__dict__  # the class's forward again
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)["y"], ref["y"], rtol=0, atol=0)
+
+
+def test_compile_and_precision_compose_in_either_order() -> None:
+    torch.manual_seed(1)
+    net = _Net().eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        low = set_model_precision(_Net().eval(), "bf16")
+        low.load_state_dict(net.state_dict())
+        want = low(x)["y"]
+        set_model_precision(net, "bf16")
+        set_model_compiled(net, backend="eager")  # tracing only: the wiring, not the kernels
+        assert model_compiled(net) and model_precision(net) == "bf16"
+        torch.testing.assert_close(net(x)["y"], want, rtol=0, atol=0)  # still under bf16 autocast
+        set_model_precision(net, "fp32")  # stays compiled, now in float32
+        assert model_compiled(net) and model_precision(net) == "fp32"
+        set_model_compiled(net, False)
+        fp32 = net(x)["y"]
+        set_model_compiled(net, backend="eager")
+        set_model_precision(net, "bf16")
+        assert model_compiled(net) and model_precision(net) == "bf16"
+        torch.testing.assert_close(net(x)["y"], want, rtol=0, atol=0)
+    assert not torch.equal(fp32, want)
+
+
+def test_predictor_base_compile_flag_and_info() -> None:
+    class P(PredictorBase):
+        domain = "toy"
+
+    p = P()
+    with pytest.raises(ValueError, match="no model loaded"):
+        p.set_compile(True)
+    p.model = nn.Linear(4, 2)
+    assert p.compiled is False and p.info()["compiled"] is False
+    p.set_compile(True)
+    assert p.compiled is True and p.info()["compiled"] is True
+    p.set_compile(False)
+    assert p.compiled is False

@@ -283,6 +283,7 @@ def _cmd_train(domain: Domain, ns: argparse.Namespace) -> int:
 #: the ``--precision`` choices (``shared_attention.serving.PRECISIONS``, repeated here so building the CLI
 #: imports no torch)
 _PRECISIONS = ("fp32", "bf16")
+_COMPILE_HELP = "run the model through torch.compile (the first input of each shape compiles; pays on some models)"
 
 
 def _load_predictor(domain: Domain, ns: argparse.Namespace) -> Any:
@@ -295,6 +296,8 @@ def _load_predictor(domain: Domain, ns: argparse.Namespace) -> Any:
     precision = getattr(ns, "precision", "fp32")
     if precision != "fp32":
         pred.set_precision(precision)
+    if getattr(ns, "compile", False):
+        pred.set_compile(True)
     return pred
 
 
@@ -462,6 +465,7 @@ def build_parser(domain: Domain) -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the evaluation as JSON here")
     e.add_argument("--device", default="cpu")
     e.add_argument("--precision", choices=_PRECISIONS, default="fp32", help="run the model in bf16 autocast")
+    e.add_argument("--compile", action="store_true", help=_COMPILE_HELP)
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     extras(e, "model", "evaluate")
     e.set_defaults(handler=_cmd_evaluate)
@@ -472,6 +476,7 @@ def build_parser(domain: Domain) -> argparse.ArgumentParser:
     p.add_argument("--run", help="run folder written by train or convert")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", choices=_PRECISIONS, default="fp32", help="run the model in bf16 autocast")
+    p.add_argument("--compile", action="store_true", help=_COMPILE_HELP)
     extras(p, "model", "predict")
     p.set_defaults(handler=_cmd_predict)
 

@@ -1,7 +1,7 @@
 """The Predictor protocol shared by the domain CLIs and the server."""
 
 from .control import CancelledError, cancel_scope, check_cancelled
-from .precision import PRECISIONS, model_precision, set_model_precision
+from .precision import PRECISIONS, model_compiled, model_precision, set_model_compiled, set_model_precision
 from .predictor import (
     FieldSpec,
     InputError,
@@ -26,6 +26,8 @@ __all__ = [
     "load_run_model",
     "read_run_folder",
     "PRECISIONS",
+    "model_compiled",
     "model_precision",
+    "set_model_compiled",
     "set_model_precision",
 ]

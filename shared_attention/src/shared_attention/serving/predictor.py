@@ -265,6 +265,27 @@ class PredictorBase:
             raise ValueError(f"{type(self).__name__}: no model loaded, cannot set precision {precision!r}")
         set_model_precision(self.model, precision)
 
+    @property
+    def compiled(self) -> bool:
+        """Whether the model's forward runs through ``torch.compile`` (see :meth:`set_compile`)."""
+        from .precision import model_compiled
+
+        return model_compiled(self.model) if self.model is not None else False
+
+    def set_compile(self, enabled: bool = True) -> None:
+        """Runs the model's forward through ``torch.compile`` (inductor), or eagerly again: same weights and
+        outputs up to float rounding; the first call per input shape compiles. See
+        :mod:`shared_attention.serving.precision`.
+
+        Raises:
+            ValueError: a predictor without a model.
+        """
+        from .precision import set_model_compiled
+
+        if self.model is None:
+            raise ValueError(f"{type(self).__name__}: no model loaded, cannot compile it")
+        set_model_compiled(self.model, enabled)
+
     def cost(self, meta: Mapping[str, Any]) -> float | None:
         """Work units of one request from header-only ``meta`` (see :mod:`.control`); None: no cost model.
 
@@ -290,4 +311,5 @@ class PredictorBase:
         if self.model is not None:
             out["parameters"] = sum(p.numel() for p in self.model.parameters())
             out["precision"] = self.precision
+            out["compiled"] = self.compiled
         return out
