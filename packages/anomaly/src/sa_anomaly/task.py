@@ -320,10 +320,10 @@ class AnomalyTask(TaskHooks):
         if getattr(fod, "score", "official") != "whitened_residual":
             return
         batch = self.cfg.train.eval_batch_size or 8
-        if self._cache is not None:
-            fod.fit_residuals(self._cache.batches(batch))
-            return
         device = next(model.parameters()).device
+        if self._cache is not None:  # the cache lives on the CPU
+            fod.fit_residuals([f.to(device) for f in b] for b in self._cache.batches(batch))
+            return
         loader = DataLoader(self._dataset(self.split()[0]), batch_size=batch, shuffle=False)
         fod.fit_residuals(fod.features(b["image"].to(device)) for b in loader)
 
@@ -434,6 +434,7 @@ class AnomalyTask(TaskHooks):
                 "out_indices": list(m.out_indices),
                 "image_size": m.image_size,
                 "d_models": list(m.d_models),
+                "score": m.score if m.arch == "fod" else "patchcore",
             },
             "category": self.cfg.data.category,
             "io": {
