@@ -201,11 +201,9 @@ def bench_magnetic_tile(src: Path, out: Path, minutes: float, run_root: Path, fi
     fod_run, pc_run = run_root / "mt-fod", run_root / "mt-patchcore"
     print(f"magnetic tiles: FOD for at most {minutes} min ...", flush=True)
     res["fod"] = _row(fod_run, _train("magnetic-tile", fod_run, [*data, f"train.max_minutes={minutes}"]))
-    from sa_anomaly.config import AnomalyConfig
+    from sa_anomaly.config import load_ad_config
 
-    from shared_attention.engine import load_config
-
-    fod_cfg = load_config(AnomalyConfig, fod_run / "config.yaml")
+    fod_cfg = load_ad_config(fod_run / "config.yaml")
     res["fod"]["score"] = fod_cfg.model.score
     res["fod"]["val_defects"] = fod_cfg.data.val_defects
     print("magnetic tiles: PatchCore ...", flush=True)

@@ -34,7 +34,7 @@ def test_fit_residuals_and_maps_match_direct_formulas() -> None:
         feats = model.features(images)
         assert model.fit_residuals([[f[:4] for f in feats], [f[4:] for f in feats]], shrinkage=0.01) == 6
         outs = model(features=feats, intra_maps=False, inter_maps=False)
-        maps = model.anomaly_maps(outs, 64)
+        maps = model.anomaly_maps(features=feats)
     want = []
     for level, (tokens, out) in enumerate(outs):
         r = (tokens - out.x_out).double()  # (B, L, C)

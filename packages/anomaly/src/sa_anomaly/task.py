@@ -77,9 +77,7 @@ def score_images(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, 
     if isinstance(model, PatchCoreModel):
         out = model(images)
         return out.anomaly_map[:, 0], out.image_scores
-    fod = cast("FODAnomalyModel", model)
-    outputs = fod(images, intra_maps=False, inter_maps=fod.score == "official")
-    return fod.anomaly_maps(outputs, images.shape[-1]), None
+    return cast("FODAnomalyModel", model).anomaly_maps(images), None
 
 
 @torch.no_grad()
@@ -372,9 +370,7 @@ class AnomalyTask(TaskHooks):
         import torch.nn.functional as F
 
         if "features" in batch:
-            fod = cast("FODAnomalyModel", model)
-            outputs = fod(features=batch["features"], intra_maps=False, inter_maps=fod.score == "official")
-            maps = fod.anomaly_maps(outputs, self.cfg.model.image_size)
+            maps = cast("FODAnomalyModel", model).anomaly_maps(features=batch["features"])
         else:
             maps = anomaly_maps(model, batch["image"])  # (B, S, S)
         small = F.adaptive_avg_pool2d(maps[:, None], 64)[:, 0]  # pixel AUROC on a 64 px grid keeps it light

@@ -104,7 +104,7 @@ def _set_forward(model: nn.Module, precision: str, compiled: bool, backend: str 
         forward = _AutocastForward(forward)
     if compiled:
         forward = _CompiledForward(forward, backend)
-    if forward is not None and (precision == "bf16" or compiled):
+    if precision == "bf16" or compiled:
         model.forward = forward
 
 

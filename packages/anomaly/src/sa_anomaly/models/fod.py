@@ -404,9 +404,11 @@ class FODAnomalyModel(nn.Module):
         self.train(was)
         return count
 
-    def anomaly_maps(self, outputs: list[tuple[Tensor, FODOutput]], size: int) -> Tensor:
-        """``(B, size, size)`` maps of :meth:`forward`'s outputs by the configured :attr:`score`."""
-        return anomaly_maps_from_outputs(outputs, size, self.residual_whitening())
+    def anomaly_maps(self, images: Tensor | None = None, features: Sequence[Tensor] | None = None) -> Tensor:
+        """``(B, S, S)`` unsmoothed anomaly maps by the configured :attr:`score` of ``images`` ``(B, 3, S, S)`` or
+        of their cached per-level ``features`` (only the correlation maps the score needs are computed)."""
+        outputs = self(images, intra_maps=False, inter_maps=self.score == "official", features=features)
+        return anomaly_maps_from_outputs(outputs, self.image_size, self.residual_whitening())
 
     def train(self, mode: bool = True) -> FODAnomalyModel:
         super().train(mode)
@@ -431,22 +433,17 @@ def anomaly_maps_from_outputs(
     for level, (tokens, out) in enumerate(outputs):
         b, n, _ = tokens.shape
         side = math.isqrt(n)
+        layers = [(p, q) for p, q in zip(out.inter_corrs, out.inter_targets) if p is not None and q is not None]
         if whitening is not None:
             mu, precision = whitening[level]
             r = (tokens - out.x_out).float() - mu  # (B, L, C)
             score = torch.einsum("blc,cd,bld->bl", r, precision.float(), r).clamp_min(0).sqrt()  # (B, L)
-            score = score.reshape(b, 1, side, n // side)
-            maps.append(F.interpolate(score, size=(size, size), mode="bilinear", align_corners=True)[:, 0])
-            continue
-        rec = (tokens - out.x_out).square().mean(-1) + 1 - F.cosine_similarity(tokens, out.x_out, dim=-1)  # (B, L)
-        layers = [(p, q) for p, q in zip(out.inter_corrs, out.inter_targets) if p is not None and q is not None]
-        if layers:
-            corr = cast(Tensor, sum(symmetric_kl_rows(p, q) for p, q in layers)) / len(layers)  # (B, L)
-            s = torch.softmax(-corr, dim=-1)
-            s = s.amax(dim=-1, keepdim=True) - s
-            score = rec * s
         else:
-            score = rec
+            score = (tokens - out.x_out).square().mean(-1) + 1 - F.cosine_similarity(tokens, out.x_out, dim=-1)
+            if layers:  # rec (B, L) x (max s - s)
+                corr = cast(Tensor, sum(symmetric_kl_rows(p, q) for p, q in layers)) / len(layers)  # (B, L)
+                s = torch.softmax(-corr, dim=-1)
+                score = score * (s.amax(dim=-1, keepdim=True) - s)
         score = score.reshape(b, 1, side, n // side)
         maps.append(F.interpolate(score, size=(size, size), mode="bilinear", align_corners=True)[:, 0])
     return torch.stack(maps).mean(0)
