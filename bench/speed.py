@@ -5,7 +5,7 @@ Per model (each in its own process, so its peak memory is its own): forward (no 
 
 * the naive path where the model has one (the official pattern: HAT-S ``set_fast(False)``, MossFormer
   ``set_naive(True)``, VM-UNet's sequential reference scan, the FOD head's explicit intra maps and naive targets,
-  Hiformer full rank and unpruned at serving),
+  Hiformer batch-major with step-by-step attention and unpruned at serving),
 * ours in float32,
 * ours under bf16 autocast (``shared_attention.serving.set_model_precision``: what ``--precision bf16`` runs),
 * ours through ``torch.compile`` (inductor; with ``--compile``, or ``--compile-only`` to add just these columns
@@ -180,13 +180,18 @@ def _hiformer() -> Spec:
         # pruning is the serving path (eval); training always computes every token
         return m(dense, sparse, prune=not (m.training or state["naive"]))
 
+    def naive(on: bool) -> None:
+        state["naive"] = on
+        m.set_naive(on)
+
     return Spec(
         "Hiformer, Frappe config, 1000 candidates",
         m,
         (batch.dense_features, batch.sparse_features),
         lambda y: torch.nn.functional.binary_cross_entropy_with_logits(_first_tensor(y), labels),
-        lambda on: state.__setitem__("naive", on),
-        "the same model unpruned (every token's output computed; the Ranking section compares full rank too)",
+        naive,
+        "batch-major activations (a transposing copy around every per-feature product) and step-by-step softmax "
+        "attention (set_naive(True)), unpruned at serving",
         forward=fwd,
     )
 
@@ -487,11 +492,13 @@ def render(res: dict[str, Any]) -> str:
         tn, tf, tb = r.get("train_naive_s"), r["train_fp32_s"], r["train_bf16_s"]
         over = r.get("train_naive_over_s")
         tfn = r.get("train_fp32_beside_naive_s") or tf  # ours timed beside the naive step (same process)
-        peak = g["fp32_gflops"]
+        peak = r.get("gemm", g)["fp32_gflops"]  # a merged row keeps the yardstick of its own run
+        measured = r.get("measured", res["date"])
+        name = r["model"] if measured == res["date"] else f"{r['model']} (measured {measured})"
         fwd_pct = 100 * r["forward_gflop"] / ff / peak
         train_pct = 100 * r["train_gflop"] / tf / peak
         lines.append(
-            f"| {r['model']} | {r['forward_gflop']:.2f} | {ms(fn)} | {ms(ff)} | {ms(fb)} | "
+            f"| {name} | {r['forward_gflop']:.2f} | {ms(fn)} | {ms(ff)} | {ms(fb)} | "
             f"{'n/a' if fn is None else f'{fn / ff:.2f}x'} | **{ff / fb:.2f}x** ({r['bf16_max_rel_diff']:.1e}) | "
             f"{f'> {over:.0f} s' if over else ms(tn)} | {ms(tf)} | {ms(tb)} | "
             f"{f'> {over / tf:.0f}x' if over else ('n/a' if tn is None else f'{tn / tfn:.2f}x')} | "
@@ -568,6 +575,12 @@ def main() -> None:
         help="measure only torch.compile for --models and merge it into the existing speed.json",
     )
     ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="re-measure only --models and keep the other models' rows of the existing speed.json (marked with "
+        "their own date and GEMM yardstick)",
+    )
+    ap.add_argument(
         "--naive-train-limit", type=float, default=300.0, help="seconds allowed for the naive training step's timing"
     )
     ap.add_argument("--one", help=argparse.SUPPRESS)
@@ -598,6 +611,15 @@ def main() -> None:
         "models": {},
     }
     print(f"GEMM peak: {res['gemm']}", flush=True)
+    old: dict[str, Any] = {"models": {}}
+    if args.merge and RESULTS.is_file():
+        old = json.loads(RESULTS.read_text())
+        for r in old["models"].values():  # the rows not re-measured keep their date and yardstick
+            r.setdefault("measured", old["date"])
+            r.setdefault("gemm", old["gemm"])
+        res["models"] = {n: r for n, r in old["models"].items()}
+        if "compile_date" in old:
+            res["compile_date"] = old["compile_date"]
     for n in names:
         print(f"{n} ...", flush=True)
         out, err = _child_output(_child(n, args.repeat))
@@ -606,6 +628,11 @@ def main() -> None:
             res["models"][n] = {"model": n, "error": err}
             continue
         res["models"][n] = out
+        if args.merge:
+            out["measured"], out["gemm"] = res["date"], res["gemm"]
+            previous = old["models"].get(n, {})
+            if "compiled" in previous and not args.compile:
+                out["compiled"] = previous["compiled"]  # the compiled table keeps its own date
         if "naive" in res["models"][n]:
             res["models"][n].update(_naive_train(n, args.repeat, args.naive_train_limit))
         if args.compile:

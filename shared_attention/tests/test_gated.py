@@ -153,3 +153,47 @@ def test_depthwise_conv_layouts_agree_with_loop():
     torch.testing.assert_close(depthwise_conv_time(x, w, 1), loop)
     with torch.no_grad():
         torch.testing.assert_close(depthwise_conv_time(x, w, 1, channels_last=True), loop)
+
+
+@pytest.mark.parametrize("shape,k", [((2, 11, 5), 3), ((1, 40, 7), 17), ((3, 9, 4), 1)])
+def test_channels_last_depthwise_backward_matches_conv1d(shape, k):
+    """The channels-last kernel's own backward (time-reversed filter for the input, a grouped conv for the
+    weight) gives conv1d's gradients, for a batch > 1 (the weight gradient sums over it) and for k = 1."""
+    torch.manual_seed(5)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(shape[-1], 1, k, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(*shape, dtype=torch.float64)
+    grads = []
+    for cl in (False, True):
+        y = depthwise_conv_time(x, w, k // 2, channels_last=cl)
+        (gx, gw) = torch.autograd.grad(y, (x, w), g)
+        grads.append((y.detach(), gx, gw))
+    for ref, got in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    assert grads[1][2].abs().sum() > 0
+    # only one of the two needs a gradient
+    xs = x.detach().requires_grad_()
+    (gx_only,) = torch.autograd.grad(depthwise_conv_time(xs, w.detach(), k // 2, channels_last=True), (xs,), g)
+    torch.testing.assert_close(gx_only, grads[0][1])
+
+
+def test_channels_last_depthwise_under_bf16_autocast():
+    """Under bf16 autocast the gradients come back in each input's own dtype and close to float32's."""
+    torch.manual_seed(6)
+    x = torch.randn(2, 64, 24, requires_grad=True)
+    w = torch.randn(24, 1, 17, requires_grad=True)
+    g = torch.randn(2, 64, 24)
+    gx32, gw32 = torch.autograd.grad(depthwise_conv_time(x, w, 8), (x, w), g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = depthwise_conv_time(x, w, 8, channels_last=True)
+    assert y.dtype == torch.bfloat16
+    gx, gw = torch.autograd.grad(y, (x, w), g.to(y.dtype))
+    assert gx.dtype == torch.float32 and gw.dtype == torch.float32
+    torch.testing.assert_close(gx, gx32, rtol=0.05, atol=0.1)
+    torch.testing.assert_close(gw, gw32, rtol=0.05, atol=0.5)
+
+
+def test_channels_last_depthwise_rejects_non_same_padding():
+    x = torch.randn(1, 8, 3, requires_grad=True)
+    with pytest.raises(ValueError, match="padding"):
+        depthwise_conv_time(x, torch.randn(3, 1, 4), 2, channels_last=True)

@@ -61,6 +61,31 @@ def test_pruned_serving_equals_full_model(key_rank: int | None) -> None:
     torch.testing.assert_close(pruned, full, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("prune", [False, True])
+def test_naive_pattern_equals_ours_in_outputs_and_gradients(prune: bool) -> None:
+    """``set_naive(True)`` (batch-major, step-by-step softmax: the speed bench's reference) computes the same
+    logits and parameter gradients as the default token-major fused path, so the bench compares equal work."""
+    model = Hiformer(SCHEMA, CFG)
+    _randomize(model)
+    b = _batch(6)
+
+    def run(naive: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.set_naive(naive)
+        model.zero_grad()
+        out = model(b.dense_features, b.sparse_features, prune=prune)
+        torch.nn.functional.binary_cross_entropy_with_logits(out, b.labels).backward()
+        return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ours, g_ours = run(False)
+    ref, g_ref = run(True)
+    assert model.encoder.naive and all(layer.attn.explicit for layer in model.encoder.layers)
+    assert ours.std() > 1e-3
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    assert g_ours.keys() == g_ref.keys() and len(g_ours) > 10
+    for name, g in g_ours.items():
+        torch.testing.assert_close(g, g_ref[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_hiformer_tokens_and_every_parameter_trains() -> None:
     model = Hiformer(SCHEMA, CFG)
     assert model.num_tokens == 1 + 4 + 2

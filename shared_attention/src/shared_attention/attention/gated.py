@@ -26,6 +26,8 @@ convolutions) and a naive path (``naive=True``) that writes the equations one by
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -79,17 +81,64 @@ class ScaleNorm(nn.Module):
         return x / norm.clamp(min=self.eps) * self.g
 
 
+def _conv_time_cl(x: Tensor, weight: Tensor, padding: int) -> Tensor:
+    """``(B, n, C)`` -> ``(B, n, C)``: depthwise 'same' convolution on the ``(B, C, 1, n)`` channels-last view."""
+    wi = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (C, 1, 1, k)
+    xi = x.transpose(1, 2).unsqueeze(2)  # (B, C, 1, n) with channels-last strides: no copy
+    return F.conv2d(xi, wi, padding=(0, padding), groups=weight.shape[0]).squeeze(2).transpose(1, 2)
+
+
+class _DepthwiseTimeCL(torch.autograd.Function):
+    """Channels-last depthwise convolution along time with a backward of two convolutions.
+
+    oneDNN's channels-last depthwise kernel is fast forward but its own backward is not (slower than the
+    ``conv1d`` one). Here the input gradient is the same fast forward kernel with the time-reversed filter, and the
+    weight gradient (a per-channel cross-correlation of the input with the output gradient at ``k`` lags) is one
+    grouped ``conv1d`` whose filters are the output gradients: 2-4x faster fwd + bwd than ``conv1d`` on MossFormer's
+    shapes (``bench/speed.py``; gradients equal within float rounding, ``tests/test_gated_attention.py``).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, padding: int) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        return _conv_time_cl(x, weight, padding)  # (B, n, C)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        x, weight = ctx.saved_tensors
+        pad = ctx.padding
+        grad = grad.contiguous()  # (B, n, C); bfloat16 when the forward ran under autocast
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = _conv_time_cl(grad, weight.flip(-1).to(grad.dtype), pad).to(x.dtype)  # (B, n, C)
+        if ctx.needs_input_grad[1]:
+            b, n, c = x.shape
+            k = weight.shape[-1]
+            xc = grad.new_zeros(1, b * c, n + 2 * pad)  # channels-first, padded: (1, B C, n + 2 pad)
+            xc.view(b, c, -1)[..., pad : pad + n].copy_(x.transpose(1, 2))
+            gc = grad.transpose(1, 2).contiguous().view(b * c, 1, n)  # one filter per (b, c)
+            per_item = F.conv1d(xc, gc, groups=b * c).view(b, c, k)  # (B, C, k)
+            gw = per_item.sum(0, dtype=torch.promote_types(per_item.dtype, torch.float32))  # (C, k)
+            gw = gw.unsqueeze(1).to(weight.dtype)  # (C, 1, k)
+        return gx, gw, None
+
+
 def depthwise_conv_time(x: Tensor, weight: Tensor, padding: int, channels_last: bool = False) -> Tensor:
     """Depthwise convolution along time of a ``(B, n, C)`` sequence with ``weight (C, 1, k)`` ('same' padding).
 
     ``channels_last=True`` runs it as a 2D convolution on the ``(B, C, 1, n)`` channels-last view of ``x`` (no
-    transposed copy; oneDNN's vectorised depthwise kernel on CPU, several times faster for inference than the
-    ``(B, C, n)`` path); the default transposes to ``(B, C, n)`` for ``conv1d``. Both compute the same sums.
+    transposed copy; oneDNN's vectorised depthwise kernel on CPU, several times faster than the ``(B, C, n)``
+    path), with the convolution backward of :class:`_DepthwiseTimeCL` when gradients are needed; the default
+    transposes to ``(B, C, n)`` for ``conv1d`` (the reference pattern). Both compute the same sums.
     """
     if channels_last:
-        xi = x.transpose(1, 2).unsqueeze(2)  # (B, C, 1, n) with channels-last strides
-        wi = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (C, 1, 1, k)
-        return F.conv2d(xi, wi, padding=(0, padding), groups=weight.shape[0]).squeeze(2).transpose(1, 2)
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            if 2 * padding + 1 != weight.shape[-1]:
+                k = weight.shape[-1]
+                raise ValueError(f"'same' padding needs an odd kernel and padding k // 2, got k={k}, padding={padding}")
+            return _DepthwiseTimeCL.apply(x, weight, padding)  # (B, n, C)
+        return _conv_time_cl(x, weight, padding)  # (B, n, C)
     return F.conv1d(x.transpose(1, 2), weight, padding=padding, groups=weight.shape[0]).transpose(1, 2)
 
 
@@ -107,10 +156,9 @@ class ConvModule(nn.Module):
         self.conv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=False)
 
     def forward(self, x: Tensor, fast: bool = False) -> Tensor:
-        # x: (B, N, D); fast: channels-last kernel at inference (no autograd)
+        # x: (B, N, D); fast: channels-last kernel (with its own backward in training)
         pad = self.conv.kernel_size[0] // 2
-        cl = fast and not torch.is_grad_enabled()
-        return x + depthwise_conv_time(x, self.conv.weight, pad, channels_last=cl)  # (B, N, D)
+        return x + depthwise_conv_time(x, self.conv.weight, pad, channels_last=fast)  # (B, N, D)
 
 
 class ConvFFN(nn.Module):
@@ -301,7 +349,7 @@ class GatedAttentionUnit(nn.Module):
         y = F.silu(F.linear(hn, weight, bias))  # (B, n, 2e+s)
         conv_w = torch.cat((a.conv.conv.weight, b.conv.conv.weight))  # (2e+s, 1, k)
         pad = a.conv.conv.kernel_size[0] // 2
-        y = y + depthwise_conv_time(y, conv_w, pad, channels_last=not torch.is_grad_enabled())  # (B, n, 2e+s)
+        y = y + depthwise_conv_time(y, conv_w, pad, channels_last=True)  # (B, n, 2e+s)
         y = a.dropout(y)
         e2 = a.proj.out_features
         return y[..., :e2], y[..., e2:]

@@ -124,6 +124,9 @@ class HeterogeneousAttention(nn.Module):
         bias: biases in the projections.
         attn_drop: dropout on the attention weights (training only).
 
+    Attribute ``explicit`` (default ``False``): compute ``softmax(q k^T / sqrt(d_k)) v`` step by step instead of
+    the fused kernel (the reference pattern for tests and benchmarks; same result).
+
     Parameters: ``q`` / ``o`` (:class:`PerTokenLinear`); ``k`` / ``v`` as :class:`PerTokenLinear` when not
     composite, else ``k`` / ``v`` (``nn.Linear(L d, L H d_k)``) at full rank or ``k_down`` / ``k_up`` (and
     ``v_down`` / ``v_up``) ``nn.Linear(L d, r)`` then ``nn.Linear(r, L H d_k)`` at low rank.
@@ -154,6 +157,7 @@ class HeterogeneousAttention(nn.Module):
         self.num_tokens, self.dim, self.num_heads, self.head_dim = num_tokens, dim, num_heads, head_dim
         self.composite, self.key_rank, self.value_rank = composite, key_rank, value_rank
         self.attn_drop = attn_drop
+        self.explicit = False
         inner = num_heads * head_dim
         self.q = PerTokenLinear(num_tokens, dim, inner, bias)
         if composite:
@@ -223,7 +227,7 @@ class HeterogeneousAttention(nn.Module):
         q = self._heads(self.q(xq, idx, token_major), token_major)  # (B, H, Lq, d_k)
         k, v = self.keys_values(x, token_major)  # (B, H, L, d_k)
         p = self.attn_drop if self.training else 0.0
-        out, _ = scaled_dot_product(q, k, v, dropout_p=p)  # (B, H, Lq, d_k)
+        out, _ = scaled_dot_product(q, k, v, dropout_p=p, need_weights=self.explicit)  # (B, H, Lq, d_k)
         inner = self.num_heads * self.head_dim
         if token_major:
             out = out.permute(2, 0, 1, 3).reshape(lq, b, inner)  # (Lq, B, H d_k)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -199,13 +199,16 @@ class HiformerLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = PerTokenMlp(num_tokens, dim, ffn_hidden, dropout)
 
-    def forward(self, x: Tensor, query_index: QueryIndex = None) -> Tensor:
-        """``x``: token-major ``(L, B, d)`` (the encoder's layout). Returns ``(L, B, d)`` or ``(Lq, B, d)``."""
-        h = self.attn(self.norm1(x), query_index, token_major=True)  # (Lq, B, d)
+    def forward(self, x: Tensor, query_index: QueryIndex = None, token_major: bool = True) -> Tensor:
+        """``x``: token-major ``(L, B, d)`` (the encoder's layout), or ``(B, L, d)`` with ``token_major=False``.
+
+        Returns ``(L, B, d)`` or ``(Lq, B, d)`` (``(B, L, d)`` / ``(B, Lq, d)`` batch-major).
+        """
+        h = self.attn(self.norm1(x), query_index, token_major=token_major)  # (Lq, B, d) / (B, Lq, d)
         if query_index is not None:
-            x = x[list(query_index)]  # (Lq, B, d)
+            x = x[list(query_index)] if token_major else x[:, list(query_index)]  # (Lq, B, d) / (B, Lq, d)
         x = x + h
-        return x + self.ffn(self.norm2(x), query_index, token_major=True)  # (Lq, B, d)
+        return x + self.ffn(self.norm2(x), query_index, token_major=token_major)  # (Lq, B, d) / (B, Lq, d)
 
 
 class HiformerEncoder(nn.Module):
@@ -234,10 +237,23 @@ class HiformerEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(d)
         self.head = Mlp(d, cfg.mlp_dims[0] if cfg.mlp_dims else d, 1, act_layer=nn.ReLU, drop=cfg.dropout)
+        self.naive = False
+
+    def set_naive(self, naive: bool) -> None:
+        """The reference pattern (tests, ``bench/speed.py``): batch-major ``(B, L, d)`` activations, so every
+        per-token product transposes, and step-by-step softmax attention. Same result as the default path."""
+        self.naive = naive
+        for layer in self.layers:
+            cast(HiformerLayer, layer).attn.explicit = naive
 
     def forward(self, x: Tensor, prune: bool = False) -> Tensor:
         """``x``: token-major tokens ``(L, B, d)`` (every per-token product then runs without a copy)."""
         n = len(self.layers)
+        if self.naive:
+            x = x.transpose(0, 1)  # (B, L, d)
+            for i, layer in enumerate(self.layers):
+                x = layer(x, [0] if prune and i == n - 1 else None, token_major=False)  # (B, L, d) / (B, 1, d)
+            return self.head(self.norm(x[:, 0])).squeeze(-1)  # (B,)
         for i, layer in enumerate(self.layers):
             x = layer(x, [0] if prune and i == n - 1 else None)  # (L, B, d), or (1, B, d) pruned
         return self.head(self.norm(x[0])).squeeze(-1)  # (B,)
@@ -269,6 +285,10 @@ class Hiformer(nn.Module):
         self.first_order = (
             make_ebc(schema, LogisticRegression.table_width, device, 0.0, prefix="fm_") if cfg.fm_term else None
         )
+
+    def set_naive(self, naive: bool) -> None:
+        """Switch the encoder to the reference pattern and back (see :meth:`HiformerEncoder.set_naive`)."""
+        self.encoder.set_naive(naive)
 
     def tokens(self, dense: Tensor, sparse: KeyedJaggedTensor) -> Tensor:
         """``(B, L, d)``: task token, sparse embeddings, dense tokens."""
