@@ -14,8 +14,10 @@ Per model (each in its own process, so its peak memory is its own): forward (no 
 
 FLOPs are counted with ``torch.utils.flop_counter`` (matrix products and convolutions); achieved GFLOP/s is
 divided by the fp32 / bf16 ``torch.mm`` throughput measured in the same run (4096^3 products) to give each
-model's fraction of the machine's GEMM peak. Peak memory: the process's peak RSS above its RSS after building
-the model and inputs. The bf16 forward's max relative difference from fp32 is printed beside its speed-up.
+model's fraction of the machine's GEMM peak. Every process keeps freed heap pages for reuse as the trainers and
+the server do (``shared_attention.memory.keep_freed_heap``), for the naive path too. Peak memory: the process's
+peak RSS above its RSS after building the model and inputs. The bf16 forward's max relative difference from fp32
+is printed beside its speed-up.
 
 Writes bench/results/speed.json and the table between the markers in BENCHMARKS.md.
 Usage: python bench/speed.py [--repeat 3] [--models hat-s,paratranscnn,...] [--compile | --compile-only]
@@ -289,9 +291,10 @@ def measure_one(name: str, repeat: int, part: str = "main") -> dict[str, Any]:
     process, so a reference path that takes minutes per step can be given a time limit); ``part="compiled"``:
     :func:`measure_compiled`.
     """
-    from shared_attention.memory import peak_rss_bytes
+    from shared_attention.memory import keep_freed_heap, peak_rss_bytes
     from shared_attention.serving import set_model_precision
 
+    keep_freed_heap()  # as in the trainers and the server; the naive path runs in the same conditions
     if part == "compiled":
         return measure_compiled(name, repeat)
     torch.manual_seed(0)

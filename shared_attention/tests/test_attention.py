@@ -714,3 +714,54 @@ def test_spatial_reduction_attention_checks_length() -> None:
     m = SpatialReductionAttention(8, num_heads=2, sr_ratio=2)
     with pytest.raises(ValueError):
         m(torch.randn(1, 10, 8), 4, 4)
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("chunk_bytes", [1, 3 * 2 * 5 * 7 * 8 * 2, 1 << 30])
+def test_biased_attention_matches_explicit_path_with_gradients(monkeypatch, with_mask, chunk_bytes):
+    """The chunked training kernel (one window, a few windows with an uneven last chunk, all at once) gives the
+    explicit softmax path's output and the gradients of q, k, v and the learned bias."""
+    import shared_attention.attention.multihead as mh
+
+    monkeypatch.setattr(mh, "BIASED_CHUNK_BYTES", chunk_bytes)
+    torch.manual_seed(0)
+    nw, b, h, nq, nk, d = 3, 2, 2, 5, 7, 4
+    q = torch.randn(b * nw, h, nq, d, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(b * nw, h, nk, d, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(b * nw, h, nk, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(h, nq, nk, dtype=torch.float64, requires_grad=True)
+    mask = torch.where(torch.rand(nw, nq, nk) < 0.3, -100.0, 0.0).double() if with_mask else None
+    g = torch.randn(b * nw, h, nq, 3, dtype=torch.float64)
+
+    def explicit() -> torch.Tensor:
+        m = bias.unsqueeze(0) + (mask.unsqueeze(1) if mask is not None else 0)  # (nW or 1, h, Nq, Nk)
+        s = (q.view(b, nw, h, nq, d) @ k.view(b, nw, h, nk, d).transpose(-2, -1)) * 0.3 + m
+        return (torch.softmax(s, -1) @ v.view(b, nw, h, nk, 3)).reshape(b * nw, h, nq, 3)
+
+    ref = explicit()
+    ref_grads = torch.autograd.grad(ref, (q, k, v, bias), g)
+    out = mh.biased_attention(q, k, v, bias, mask, 0.3)
+    grads = torch.autograd.grad(out, (q, k, v, bias), g)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    with torch.no_grad():  # inference: the fused kernel, same numbers
+        torch.testing.assert_close(mh.biased_attention(q, k, v, bias, mask, 0.3), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_biased_attention_under_autocast_and_bad_shapes():
+    from shared_attention.attention.multihead import biased_attention
+
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(4, 2, 6, 8, requires_grad=True) for _ in range(3))
+    bias = torch.randn(2, 6, 6, requires_grad=True)
+    ref = biased_attention(q, k, v, bias)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = biased_attention(q, k, v, bias)  # the generic path: gradients still reach the bias
+    out.float().sum().backward()
+    assert bias.grad is not None and bias.grad.abs().sum() > 0
+    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
+    with pytest.raises(ValueError, match="bias"):
+        biased_attention(q, k, v, bias[:, :5])
+    with pytest.raises(ValueError, match="mask"):
+        biased_attention(q, k, v, bias, torch.zeros(3, 6, 6))

@@ -26,13 +26,13 @@ finite gradients, on both paths.
 from __future__ import annotations
 
 import math
-from typing import Literal, overload
+from typing import Any, Literal, cast, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MultiHeadAttention", "scaled_dot_product"]
+__all__ = ["MultiHeadAttention", "biased_attention", "scaled_dot_product"]
 
 
 def _masked_softmax(scores: Tensor, has_mask: bool) -> Tensor:
@@ -130,6 +130,124 @@ def scaled_dot_product(
     probs = F.dropout(attn, p=dropout_p, training=True) if dropout_p > 0.0 else attn
     out = probs @ v  # (B, h, Nq, dv)
     return out, (attn if need_weights else None)
+
+
+#: Bytes of one chunk's score tensor in :func:`biased_attention` (a few windows: stays in the CPU's L2 cache).
+BIASED_CHUNK_BYTES = 2 << 20
+
+
+def _chunks(batch: int, per_item: int) -> list[tuple[int, int]]:
+    step = max(1, BIASED_CHUNK_BYTES // max(per_item, 1))
+    return [(s, min(batch, s + step)) for s in range(0, batch, step)]
+
+
+class _BiasedAttention(torch.autograd.Function):
+    """``softmax(q k^T * scale + bias + mask[i % nW]) v`` a few windows at a time, probabilities kept per chunk.
+
+    The explicit path writes, re-reads and reduces whole ``(B nW, h, N, N)`` score tensors (tens of MB per layer)
+    several times in the backward; here every score chunk is produced, normalised and consumed while it is in
+    cache, the backward reuses the saved probabilities chunk by chunk and sums the bias gradient as it goes.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None, scale: float
+    ) -> Tensor:
+        bw, h, nq, _ = q.shape
+        nk = k.shape[-2]
+        out = q.new_empty(bw, h, nq, v.shape[-1])  # (B nW, h, Nq, dv)
+        probs = []
+        for s, e in _chunks(bw, h * nq * nk * q.element_size()):
+            scores = torch.matmul(q[s:e] * scale, k[s:e].transpose(-2, -1))  # (c, h, Nq, Nk)
+            scores += bias
+            if mask is not None:
+                idx = torch.arange(s, e, device=mask.device) % mask.shape[0]
+                scores += mask.index_select(0, idx).unsqueeze(1)  # (c, 1, Nq, Nk)
+            p = torch.softmax(scores, dim=-1)  # (c, h, Nq, Nk)
+            torch.matmul(p, v[s:e], out=out[s:e])
+            probs.append(p)
+        ctx.scale = scale
+        ctx.n_probs = len(probs)
+        ctx.save_for_backward(q, k, v, *probs)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        q, k, v, *probs = ctx.saved_tensors
+        scale = ctx.scale
+        bw, h, nq, _ = q.shape
+        nk = k.shape[-2]
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dbias = q.new_zeros(h, nq, nk, dtype=torch.promote_types(q.dtype, torch.float32))
+        grad = grad.contiguous()
+        for (s, e), p in zip(_chunks(bw, h * nq * nk * q.element_size()), probs, strict=True):
+            g = grad[s:e]  # (c, h, Nq, dv)
+            torch.matmul(p.transpose(-2, -1), g, out=dv[s:e])
+            dp = torch.matmul(g, v[s:e].transpose(-2, -1))  # (c, h, Nq, Nk)
+            ds = torch._softmax_backward_data(dp, p, -1, p.dtype)  # (c, h, Nq, Nk)
+            dbias += ds.sum(0)
+            ds *= scale
+            torch.matmul(ds, k[s:e], out=dq[s:e])
+            torch.matmul(ds.transpose(-2, -1), q[s:e], out=dk[s:e])
+        need = ctx.needs_input_grad
+        return (
+            dq if need[0] else None,
+            dk if need[1] else None,
+            dv if need[2] else None,
+            dbias.to(q.dtype) if need[3] else None,
+            None,
+            None,
+        )
+
+
+def biased_attention(
+    q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None = None, scale: float | None = None
+) -> Tensor:
+    """Window attention with a learned additive bias (Swin / HAT relative position bias), for training.
+
+    Computes ``softmax(q k^T * scale + bias + mask[i % nW]) v`` like :func:`scaled_dot_product` with
+    ``attn_mask = bias (+ mask)``, but a few windows at a time (:class:`_BiasedAttention`): on the CPU the fused
+    SDPA kernels cannot take a mask that needs a gradient and the explicit path is memory bound on whole-layer
+    score tensors (HAT-S training step, ``bench/speed.py``). Without gradients it is the fused SDPA call; under
+    autocast or off the CPU, :func:`scaled_dot_product` with the summed mask (same numbers).
+
+    Args:
+        q: Queries ``(B nW, h, Nq, d)``. k / v: keys and values ``(B nW, h, Nk, d)`` / ``(B nW, h, Nk, dv)``.
+        bias: Additive bias ``(h, Nq, Nk)`` shared by every window (gradient returned for it).
+        mask: Optional constant additive mask ``(nW, Nq, Nk)``; window ``i`` uses ``mask[i % nW]`` (finite values:
+            no row may be fully masked, Swin's ``-100`` shift mask).
+        scale: Score scale; defaults to ``1 / sqrt(d)``.
+
+    Returns:
+        ``(B nW, h, Nq, dv)``.
+    """
+    if q.ndim != 4 or bias.shape != (q.shape[1], q.shape[2], k.shape[2]):
+        raise ValueError(f"expected q (B, h, Nq, d) and bias (h, Nq, Nk), got {tuple(q.shape)} / {tuple(bias.shape)}")
+    scale_ = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    if mask is not None:
+        if mask.dtype == torch.bool or q.shape[0] % mask.shape[0]:
+            raise ValueError(f"mask must be additive (nW, Nq, Nk) with nW dividing {q.shape[0]} windows")
+        mask = mask.to(q.dtype)
+    bias = bias.to(q.dtype)
+    dev = q.device.type
+    chunked = (
+        torch.is_grad_enabled()
+        and any(t.requires_grad for t in (q, k, v, bias))
+        and dev == "cpu"
+        and not torch.is_autocast_enabled(dev)
+        and q.dtype in (torch.float32, torch.float64)
+    )
+    if not chunked:  # the fused kernel, or (autocast / another device with gradients) the core's generic path
+        if mask is None:
+            attn_mask = bias.unsqueeze(0)  # (1, h, Nq, Nk)
+            return scaled_dot_product(q, k, v, attn_mask=attn_mask, scale=scale_, finite_mask=True)[0]
+        nw = mask.shape[0]
+        b = q.shape[0] // nw
+        attn_mask = bias.unsqueeze(0) + mask.unsqueeze(1)  # (nW, h, Nq, Nk)
+        q5, k5, v5 = (t.reshape(b, nw, *t.shape[1:]) for t in (q, k, v))  # (B, nW, h, N, d)
+        out = scaled_dot_product(q5, k5, v5, attn_mask=attn_mask, scale=scale_, finite_mask=True)[0]
+        return out.reshape(q.shape[0], *out.shape[2:])  # (B nW, h, Nq, dv)
+    return cast(Tensor, _BiasedAttention.apply(q, k, v, bias, mask, scale_))
 
 
 class MultiHeadAttention(nn.Module):

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shared_attention.attention.multihead import scaled_dot_product
+from shared_attention.attention.multihead import biased_attention, scaled_dot_product
 from shared_attention.attention.window import (
     _check_divisible,
     _gather_bias,
@@ -191,10 +191,13 @@ class OverlappingCrossAttention(nn.Module):
         kv = kv.permute(1, 0, 5, 2, 4, 3).contiguous().view(2, Bw, h, ows * ows, d)  # (2, B*nW, h, Mo^2, d)
         k, v = kv[0], kv[1]  # (B*nW, h, Mo^2, d)
 
-        bias = self.relative_position_bias(rpi).to(q.dtype).unsqueeze(0)  # (1, h, M^2, Mo^2)
-        out, _ = scaled_dot_product(
-            q, k, v, attn_mask=bias, scale=self.scale, need_weights=not self.use_sdpa, finite_mask=True
-        )  # (B*nW, h, M^2, d)
+        bias = self.relative_position_bias(rpi).to(q.dtype)  # (h, M^2, Mo^2)
+        if self.use_sdpa:
+            out = biased_attention(q, k, v, bias, None, self.scale)  # (B*nW, h, M^2, d)
+        else:
+            out, _ = scaled_dot_product(
+                q, k, v, attn_mask=bias.unsqueeze(0), scale=self.scale, need_weights=True, finite_mask=True
+            )  # (B*nW, h, M^2, d)
         out = out.transpose(1, 2).reshape(Bw, Nq, C)  # (B*nW, M^2, C)
         return window_reverse(out, ws, H, W).reshape(B, H * W, C)  # (B, HW, C)
 

@@ -29,7 +29,7 @@ import functools
 import torch
 from torch import Tensor, nn
 
-from shared_attention.attention.multihead import scaled_dot_product
+from shared_attention.attention.multihead import biased_attention, scaled_dot_product
 
 __all__ = [
     "RelativePositionBias",
@@ -349,6 +349,12 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(x).reshape(B_, N, 3, h, d).permute(2, 0, 3, 1, 4)  # (3, B_, h, N, d)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B_, h, N, d)
         bias = self.relative_position_bias().to(q.dtype)  # (h, N, N)
+        drop = self.attn_drop_p if self.training else 0.0
+        if self.use_sdpa and not need_weights and drop == 0.0:
+            if mask is not None and B_ % mask.shape[0] != 0:
+                raise ValueError(f"batch of {B_} windows is not a multiple of nW={mask.shape[0]}")
+            o = biased_attention(q, k, v, bias, mask, self.scale)  # (B_, h, N, d)
+            return self.proj_drop(self.proj(o.transpose(1, 2).reshape(B_, N, C)))  # (B_, N, C)
         if mask is None:
             attn_mask = bias.unsqueeze(0)  # (1, h, N, N)
         else:
@@ -363,7 +369,7 @@ class WindowAttention(nn.Module):
             k,
             v,
             attn_mask=attn_mask,
-            dropout_p=self.attn_drop_p if self.training else 0.0,
+            dropout_p=drop,
             scale=self.scale,
             need_weights=need_weights or not self.use_sdpa,
             finite_mask=True,  # bias + Swin's -100 shift mask: no row is fully masked

@@ -809,6 +809,11 @@ def fit(task: TrainTask, cfg: TrainConfig, full_config: Any = None) -> FitResult
             if not hasattr(task, m)
         ]
         raise TypeError(f"{type(task).__name__} is not a TrainTask: missing {missing}")
+    from shared_attention.memory import keep_freed_heap
+
+    # activations of a few MB are freed and re-allocated every step: keep them on the heap instead of paying a
+    # page fault per 4 KiB page for each fresh mmap (MossFormer cpu-small step 0.23 s instead of 0.26-0.31 s)
+    keep_freed_heap()
     ctx = init_distributed(cfg.device)
     try:
         trainer = _Trainer(task, cfg, full_config, ctx)

@@ -170,6 +170,7 @@ class HAB(nn.Module):
             proj_drop=drop, use_sdpa=use_sdpa,
         )  # fmt: skip
         self.conv_block = CAB(dim, compress_ratio, squeeze_factor)
+        self.channels_last = use_sdpa  # the fast path (HAT.set_fast)
         self.drop_path = DropPath(drop_path)
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
@@ -190,8 +191,12 @@ class HAB(nn.Module):
         ws, s = self.window_size, self.shift_size
         shortcut = x
         x = self.norm1(x)  # (B, L, C)
-        conv_x = self.conv_block(x.transpose(1, 2).reshape(B, C, H, W))  # (B, C, H, W)
-        conv_x = conv_x.flatten(2).transpose(1, 2)  # (B, L, C)
+        if self.channels_last:  # the tokens viewed as a channels-last map: no copies, oneDNN's NHWC kernels
+            conv_x = self.conv_block(x.view(B, H, W, C).permute(0, 3, 1, 2))  # (B, C, H, W) channels-last
+            conv_x = conv_x.permute(0, 2, 3, 1).reshape(B, L, C)  # (B, L, C)
+        else:
+            conv_x = self.conv_block(x.transpose(1, 2).reshape(B, C, H, W))  # (B, C, H, W)
+            conv_x = conv_x.flatten(2).transpose(1, 2)  # (B, L, C)
         xs = shifted_window_attention(x.view(B, H, W, C), self.attn, ws, s, MASK_FILL, attn_mask)  # (B, H, W, C)
         attn_x = xs.reshape(B, L, C)
         x = shortcut + self.drop_path(attn_x) + conv_x * self.conv_scale  # (B, L, C)
@@ -306,10 +311,15 @@ class RHAG(nn.Module):
         self.residual_group = AttenBlocks(dim=dim, **blocks_kwargs)
         self.conv = _resi_conv(dim, resi_connection)
         self.patch_embed = PatchEmbed(dim, norm_layer=None)
+        self.channels_last = blocks_kwargs.get("use_sdpa", True)  # the fast path (HAT.set_fast)
 
     def forward(self, x: Tensor, x_size: tuple[int, int], attn_mask: Tensor | None) -> Tensor:
         """``(B, H*W, C) -> (B, H*W, C)``."""
         y = self.residual_group(x, x_size, attn_mask)  # (B, HW, C)
+        if self.channels_last:  # fast path: the tokens as a channels-last map and back, without copies
+            B, L, C = y.shape
+            z = self.conv(y.view(B, x_size[0], x_size[1], C).permute(0, 3, 1, 2))  # (B, C, H, W) channels-last
+            return z.permute(0, 2, 3, 1).reshape(B, L, C) + x  # (B, HW, C)
         return self.patch_embed(self.conv(patch_unembed(y, x_size))) + x
 
 
@@ -521,7 +531,9 @@ class HAT(nn.Module):
         return self
 
     def set_fast(self, fast: bool = True) -> HAT:
-        """Switch between SDPA + cached masks (``True``) and explicit softmax + per-forward masks.
+        """Switch between the fast path (``True``: fused / chunked attention, cached masks, the CAB and group
+        convolutions on channels-last views of the tokens) and the reference pattern (explicit softmax, masks
+        rebuilt per forward, token <-> NCHW copies around every convolution). Same numbers.
 
         Returns:
             ``self``.
@@ -530,6 +542,8 @@ class HAT(nn.Module):
         for m in self.modules():
             if isinstance(m, WindowAttention | OverlappingCrossAttention):
                 m.use_sdpa = fast
+            elif isinstance(m, HAB | RHAG):
+                m.channels_last = fast
         return self
 
     def forward_features(self, x: Tensor) -> Tensor:
