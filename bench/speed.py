@@ -1,11 +1,12 @@
 """One speed table for every model, measured side by side in one run, with the machine's GEMM peak as yardstick.
 
 Per model (each in its own process, so its peak memory is its own): forward (no grad) and training step
-(forward + loss + backward + Adam) of
+(forward + loss + backward + Adam: ours with the trainers' ``build_optimizer``, fused on the CPU; the naive step with a
+plain per-tensor ``torch.optim.Adam`` as research code builds it) of
 
-* the naive path where the model has one (the official pattern: HAT-S ``set_fast(False)``, MossFormer
-  ``set_naive(True)``, VM-UNet's sequential reference scan, the FOD head's explicit intra maps and naive targets,
-  Hiformer batch-major with step-by-step attention and unpruned at serving),
+* the naive path (the official pattern: HAT-S ``set_fast(False)``, MossFormer ``set_naive(True)``, ParaTransCNN's
+  step-by-step attention, VM-UNet's sequential reference scan, the FOD head's explicit intra maps and naive
+  targets, Hiformer batch-major with step-by-step attention and unpruned at serving),
 * ours in float32,
 * ours under bf16 autocast (``shared_attention.serving.set_model_precision``: what ``--precision bf16`` runs),
 * ours through ``torch.compile`` (inductor; with ``--compile``, or ``--compile-only`` to add just these columns
@@ -100,7 +101,10 @@ def _segmentation(
 def _paratranscnn() -> Spec:
     from sa_medseg.models.paratranscnn import build_paratranscnn
 
-    return _segmentation("ParaTransCNN", build_paratranscnn("paratranscnn", num_classes=9))
+    m = build_paratranscnn("paratranscnn", num_classes=9)
+    return _segmentation(
+        "ParaTransCNN", m, m.set_naive, "the transformer branch's attention step by step (set_naive(True))"
+    )
 
 
 def _vmunet() -> Spec:
@@ -291,6 +295,7 @@ def measure_one(name: str, repeat: int, part: str = "main") -> dict[str, Any]:
     process, so a reference path that takes minutes per step can be given a time limit); ``part="compiled"``:
     :func:`measure_compiled`.
     """
+    from shared_attention.engine.trainer import OptimConfig, build_optimizer
     from shared_attention.memory import keep_freed_heap, peak_rss_bytes
     from shared_attention.serving import set_model_precision
 
@@ -306,15 +311,22 @@ def measure_one(name: str, repeat: int, part: str = "main") -> dict[str, Any]:
         with torch.no_grad():
             return call(*spec.inputs)
 
-    opt = torch.optim.Adam(model.parameters(), lr=1e-6)
+    # ours: the trainers' optimizer (fused Adam where it applies); the naive step: a plain per-tensor Adam, as
+    # research code builds it
+    opt = build_optimizer(model, OptimConfig(name="adam", lr=1e-6))
+    plain_opt = torch.optim.Adam(model.parameters(), lr=1e-6)
 
-    def step(amp: bool = False) -> None:
+    def step(amp: bool = False, plain: bool = False) -> None:
+        o = plain_opt if plain else opt
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             out = call(*spec.inputs)
         loss = spec.loss(out)
-        opt.zero_grad(set_to_none=True)
+        o.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        o.step()
+
+    def naive_step() -> None:
+        step(plain=True)
 
     def fwd_bf16() -> Any:
         set_model_precision(model, "bf16")  # what --precision bf16 runs
@@ -338,11 +350,11 @@ def measure_one(name: str, repeat: int, part: str = "main") -> dict[str, Any]:
         model.train()
         print(f"naive-start {time.time()}", flush=True)  # the parent's lower bound if the time limit hits
         t0 = time.perf_counter()
-        with_naive(step)()
+        with_naive(naive_step)()
         first = time.perf_counter() - t0
         if first > 20.0:  # a reference path that takes minutes a step: its one call is the timing
             return {"train_fp32_beside_naive_s": median_time(step, repeat), "train_naive_s": first}
-        ours, naive = _interleaved(step, with_naive(step), repeat=repeat)
+        ours, naive = _interleaved(step, with_naive(naive_step), repeat=repeat)
         return {"train_fp32_beside_naive_s": ours, "train_naive_s": naive}
     rss0 = _current_rss()
     res: dict[str, Any] = {"model": spec.title, "parameters": sum(p.numel() for p in model.parameters())}

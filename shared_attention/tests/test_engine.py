@@ -317,3 +317,31 @@ def test_evaluation_start_hook_runs_before_each_evaluation_in_eval_mode(tmp_path
                       ("start", 3, False), ("val", 3, False)]
     served = load_weights(tmp_path / "model.safetensors")
     assert int(served["fitted"]) == res.best_step // 2  # the buffer as it was at the selected evaluation
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_build_optimizer_fuses_adam_on_the_cpu_with_the_same_update(name: str) -> None:
+    """Plain CPU parameters get PyTorch's fused Adam / AdamW (one kernel for all tensors); its steps match the
+    per-tensor loop's, weight-decay groups included."""
+    from shared_attention.engine.trainer import OptimConfig, build_optimizer
+
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.LayerNorm(7), torch.nn.Linear(7, 3))
+    b = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.LayerNorm(7), torch.nn.Linear(7, 3))
+    b.load_state_dict(a.state_dict())
+    start = a[0].weight.detach().clone()
+    cfg = OptimConfig(name=name, lr=1e-2, weight_decay=0.1)  # type: ignore[arg-type]
+    fused = build_optimizer(a, cfg)
+    assert all(g["fused"] for g in fused.param_groups)
+    loop = build_optimizer(b, cfg)
+    for g in loop.param_groups:
+        g["fused"] = None  # the per-tensor implementation
+    x = torch.randn(8, 5)
+    for _ in range(3):
+        for model, opt in ((a, fused), (b, loop)):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    assert (a[0].weight - start).abs().max() > 1e-3  # the steps moved the weights

@@ -166,3 +166,25 @@ def test_cli_convert_writes_a_servable_run_folder(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(pred.model(x), load_official_vmunet(sd, **m["constructor_kwargs"])(x))
     assert main(["convert", str(path), "--out", str(tmp_path / "bad"), "--family", "paratranscnn"]) == 2
+
+
+def test_paratranscnn_naive_attention_gives_the_same_training_gradients() -> None:
+    """``set_naive(True)`` (the official step-by-step attention; bench/speed.py's reference) and the fused path give
+    the same loss gradients in training mode (BatchNorm on batch statistics) within 1e-5 relative."""
+    torch.manual_seed(0)
+    model = build_paratranscnn("paratranscnn-tiny", num_classes=3).train()
+    x, target = torch.rand(2, 3, 64, 64), torch.randint(0, 3, (2, 64, 64))
+
+    def grads(naive: bool) -> dict[str, torch.Tensor]:
+        model.set_naive(naive)
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), target).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    fused, naive = grads(False), grads(True)
+    attn = [m for m in model.modules() if type(m).__name__ == "MultiHeadAttention"]
+    assert attn and all(m.explicit for m in attn)
+    assert fused.keys() == naive.keys() and any(".attn.qkv." in n for n in fused)
+    for name, g in fused.items():
+        scale = naive[name].abs().max().clamp(min=1e-12)
+        assert (g - naive[name]).abs().max() / scale < 1e-5, name

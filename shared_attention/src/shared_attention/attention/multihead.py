@@ -275,6 +275,9 @@ class MultiHeadAttention(nn.Module):
         kv_dim: Width ``Ckv`` of the context for cross attention; selects cross-attention mode.
         head_dim: Per-head width; defaults to ``dim // num_heads`` (``dim`` must then be divisible
             by ``num_heads``).
+
+    Attribute ``explicit`` (default ``False``): always take the step-by-step softmax path of
+    :func:`scaled_dot_product` (the research codes' pattern; tests and ``bench/speed.py``). Same result.
     """
 
     def __init__(
@@ -299,6 +302,7 @@ class MultiHeadAttention(nn.Module):
         self.kv_dim = kv_dim
         self.scale = head_dim**-0.5
         self.attn_drop_p = attn_drop
+        self.explicit = False
         self.qkv: nn.Linear | None
         self.q: nn.Linear | None
         self.kv: nn.Linear | None
@@ -390,7 +394,7 @@ class MultiHeadAttention(nn.Module):
             attn_mask=attn_mask,
             dropout_p=self.attn_drop_p if self.training else 0.0,
             scale=self.scale,
-            need_weights=need_weights,
+            need_weights=need_weights or self.explicit,
         )  # (B, h, N, d)
         out = out.transpose(1, 2).reshape(B, N, self.inner_dim)  # (B, N, h*d)
         out = self.proj_drop(self.proj(out))  # (B, N, C)

@@ -213,6 +213,18 @@ class FitResult:
     model: nn.Module | None = None
 
 
+def _fusable(params: list[torch.Tensor]) -> bool | None:
+    """``True`` when every parameter is a plain floating tensor on the CPU or one CUDA device: Adam / AdamW then
+    update all of them in one fused kernel instead of a dozen small ops per tensor (the same update; on the CPU the
+    default is that per-tensor loop). ``None`` (PyTorch's default) otherwise."""
+    if not params:
+        return None
+    devices = {p.device for p in params}
+    plain = all(type(p) is nn.Parameter or type(p) is torch.Tensor for p in params)
+    ok = plain and len(devices) == 1 and next(iter(devices)).type in ("cpu", "cuda")
+    return True if ok and all(p.is_floating_point() for p in params) else None
+
+
 def build_optimizer(
     model: nn.Module | Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]], cfg: OptimConfig
 ) -> torch.optim.Optimizer:
@@ -234,10 +246,11 @@ def build_optimizer(
     groups = param_groups(named, cfg.weight_decay, cfg.decay_all, extra)
     if not groups:
         raise ValueError("the model has no trainable parameters")
+    fused = _fusable([p for g in groups for p in g["params"]])
     if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.name == "adagrad":

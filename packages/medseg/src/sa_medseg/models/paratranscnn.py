@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 
 from shared_attention.attention.channel import SqueezeExcitation
+from shared_attention.attention.multihead import MultiHeadAttention
 from shared_attention.layers.blocks import TransformerBlock
 
 __all__ = ["ParaTransCNN", "build_paratranscnn", "PARATRANSCNN_VARIANTS"]
@@ -129,6 +130,13 @@ class ParaTransCNN(nn.Module):
         self.decoder3 = DecoderBottleneckLayer(c3 + c2)
         self.up1_1 = nn.ConvTranspose2d(c3 + c2, d1, 4, stride=4)
         self.out = nn.Conv2d(d1, num_classes, 1)
+
+    def set_naive(self, naive: bool) -> None:
+        """The transformer branch's attention as the official code writes it (``softmax(q k^T * scale) v`` step by
+        step) instead of the fused kernel; same result (tests, ``bench/speed.py``)."""
+        for m in self.modules():
+            if isinstance(m, MultiHeadAttention):
+                m.explicit = naive
 
     def forward(self, x: Tensor) -> Tensor:
         """Segment.
