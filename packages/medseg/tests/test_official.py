@@ -185,6 +185,14 @@ def test_paratranscnn_naive_attention_gives_the_same_training_gradients() -> Non
     attn = [m for m in model.modules() if type(m).__name__ == "MultiHeadAttention"]
     assert attn and all(m.explicit for m in attn)
     assert fused.keys() == naive.keys() and any(".attn.qkv." in n for n in fused)
+    # a convolution bias right before BatchNorm has a zero gradient up to rounding on both paths
+    tiny = 1e-6 * max(float(g.abs().max()) for g in naive.values())
+    compared = 0
     for name, g in fused.items():
-        scale = naive[name].abs().max().clamp(min=1e-12)
-        assert (g - naive[name]).abs().max() / scale < 1e-5, name
+        scale = float(naive[name].abs().max())
+        if scale < tiny:
+            assert float(g.abs().max()) < tiny, name
+            continue
+        assert float((g - naive[name]).abs().max()) / scale < 1e-5, name
+        compared += 1
+    assert compared > len(fused) // 2
