@@ -350,30 +350,29 @@ class WindowAttention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B_, h, N, d)
         bias = self.relative_position_bias().to(q.dtype)  # (h, N, N)
         drop = self.attn_drop_p if self.training else 0.0
+        if mask is not None and B_ % mask.shape[0] != 0:
+            raise ValueError(f"batch of {B_} windows is not a multiple of nW={mask.shape[0]}")
+        attn: Tensor | None = None
         if self.use_sdpa and not need_weights and drop == 0.0:
-            if mask is not None and B_ % mask.shape[0] != 0:
-                raise ValueError(f"batch of {B_} windows is not a multiple of nW={mask.shape[0]}")
-            o = biased_attention(q, k, v, bias, mask, self.scale)  # (B_, h, N, d)
-            return self.proj_drop(self.proj(o.transpose(1, 2).reshape(B_, N, C)))  # (B_, N, C)
-        if mask is None:
-            attn_mask = bias.unsqueeze(0)  # (1, h, N, N)
+            out = biased_attention(q, k, v, bias, mask, self.scale)  # (B_, h, N, d); chunked in training
         else:
-            nW = mask.shape[0]
-            if B_ % nW != 0:
-                raise ValueError(f"batch of {B_} windows is not a multiple of nW={nW}")
-            # broadcast over a (B, nW, ...) view instead of materialising a (B_, h, N, N) mask
-            attn_mask = bias.unsqueeze(0) + mask.to(q.dtype).unsqueeze(1)  # (nW, h, N, N)
-            q, k, v = (t.reshape(B_ // nW, nW, h, N, d) for t in (q, k, v))  # (B, nW, h, N, d)
-        out, attn = scaled_dot_product(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            dropout_p=drop,
-            scale=self.scale,
-            need_weights=need_weights or not self.use_sdpa,
-            finite_mask=True,  # bias + Swin's -100 shift mask: no row is fully masked
-        )  # (B_, h, N, d) or (B, nW, h, N, d)
+            if mask is None:
+                attn_mask = bias.unsqueeze(0)  # (1, h, N, N)
+            else:
+                nW = mask.shape[0]
+                # broadcast over a (B, nW, ...) view instead of materialising a (B_, h, N, N) mask
+                attn_mask = bias.unsqueeze(0) + mask.to(q.dtype).unsqueeze(1)  # (nW, h, N, N)
+                q, k, v = (t.reshape(B_ // nW, nW, h, N, d) for t in (q, k, v))  # (B, nW, h, N, d)
+            out, attn = scaled_dot_product(
+                q,
+                k,
+                v,
+                attn_mask=attn_mask,
+                dropout_p=drop,
+                scale=self.scale,
+                need_weights=need_weights or not self.use_sdpa,
+                finite_mask=True,  # bias + Swin's -100 shift mask: no row is fully masked
+            )  # (B_, h, N, d) or (B, nW, h, N, d)
         out = out.reshape(B_, h, N, d)
         if attn is not None:
             attn = attn.reshape(B_, h, N, N)
