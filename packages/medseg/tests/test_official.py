@@ -169,10 +169,15 @@ def test_cli_convert_writes_a_servable_run_folder(tmp_path: Path) -> None:
 
 
 def test_paratranscnn_naive_attention_gives_the_same_training_gradients() -> None:
-    """``set_naive(True)`` (the official step-by-step attention; bench/speed.py's reference) and the fused path give
-    the same loss gradients in training mode (BatchNorm on batch statistics) within 1e-5 relative."""
+    """``set_naive(True)`` (the official step-by-step attention and direct convolutions; bench/speed.py's reference)
+    and the fast path (fused attention, Winograd 3x3 convolutions in inference) give the same outputs in eval mode
+    and the same loss gradients in training mode (BatchNorm on batch statistics) within 1e-5 relative."""
+    from shared_attention.layers.winograd import WinogradConv2d, set_winograd
+
     torch.manual_seed(0)
     model = build_paratranscnn("paratranscnn-tiny", num_classes=3).train()
+    # the tiny model's layers are narrow: switch every eligible 3x3 convolution to Winograd
+    assert set_winograd(model, True, min_channels=1) > 10
     x, target = torch.rand(2, 3, 64, 64), torch.randint(0, 3, (2, 64, 64))
 
     def grads(naive: bool) -> dict[str, torch.Tensor]:
@@ -181,9 +186,18 @@ def test_paratranscnn_naive_attention_gives_the_same_training_gradients() -> Non
         torch.nn.functional.cross_entropy(model(x), target).backward()
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
+    model.eval()
+    with torch.no_grad():
+        fast_out = model(x)
+        model.set_naive(True)
+        naive_out = model(x)
+    assert float((fast_out - naive_out).abs().max() / naive_out.abs().max()) < 1e-5
+    assert set_winograd(model, True, min_channels=1) > 10
+    model.train()
     fused, naive = grads(False), grads(True)
     attn = [m for m in model.modules() if type(m).__name__ == "MultiHeadAttention"]
     assert attn and all(m.explicit for m in attn)
+    assert not any(isinstance(m, WinogradConv2d) for m in model.modules())
     assert fused.keys() == naive.keys() and any(".attn.qkv." in n for n in fused)
     # a convolution bias right before BatchNorm has a zero gradient up to rounding on both paths
     tiny = 1e-6 * max(float(g.abs().max()) for g in naive.values())

@@ -4,6 +4,7 @@
   sec. 3.5; MAE) and scaled sinusoidal (FLASH) positional encodings.
 * :mod:`.mlp`: the transformer MLP and stochastic depth (drop path).
 * :mod:`.blocks`: the pre-norm transformer encoder block (ViT).
+* :mod:`.winograd`: Winograd F(2x2, 3x3) convolution for wide 3x3 layers in CPU inference.
 """
 
 from shared_attention.layers.blocks import TransformerBlock
@@ -15,6 +16,7 @@ from shared_attention.layers.position import (
     sinusoidal_1d,
     sinusoidal_2d,
 )
+from shared_attention.layers.winograd import WinogradConv2d, set_winograd, winograd_conv3x3
 
 __all__ = [
     "DropPath",
@@ -22,8 +24,11 @@ __all__ = [
     "RotaryEmbedding",
     "ScaledSinusoidalEmbedding",
     "TransformerBlock",
+    "WinogradConv2d",
     "apply_rotary",
     "drop_path",
     "sinusoidal_1d",
+    "set_winograd",
     "sinusoidal_2d",
+    "winograd_conv3x3",
 ]

@@ -26,6 +26,7 @@ from torchvision.models.resnet import BasicBlock
 from shared_attention.attention.channel import SqueezeExcitation
 from shared_attention.attention.multihead import MultiHeadAttention
 from shared_attention.layers.blocks import TransformerBlock
+from shared_attention.layers.winograd import set_winograd
 
 __all__ = ["ParaTransCNN", "build_paratranscnn", "PARATRANSCNN_VARIANTS"]
 
@@ -130,13 +131,17 @@ class ParaTransCNN(nn.Module):
         self.decoder3 = DecoderBottleneckLayer(c3 + c2)
         self.up1_1 = nn.ConvTranspose2d(c3 + c2, d1, 4, stride=4)
         self.out = nn.Conv2d(d1, num_classes, 1)
+        # the decoder's wide 3x3 convolutions (1344-1792 channels at the official size) through Winograd F(2x2, 3x3)
+        set_winograd(self, True)
 
     def set_naive(self, naive: bool) -> None:
-        """The transformer branch's attention as the official code writes it (``softmax(q k^T * scale) v`` step by
-        step) instead of the fused kernel; same result (tests, ``bench/speed.py``)."""
+        """The official pattern (tests, ``bench/speed.py``): the transformer branch's attention step by step
+        (``softmax(q k^T * scale) v``) instead of the fused kernel, and every convolution direct (no Winograd).
+        Same result to float rounding."""
         for m in self.modules():
             if isinstance(m, MultiHeadAttention):
                 m.explicit = naive
+        set_winograd(self, not naive)
 
     def forward(self, x: Tensor) -> Tensor:
         """Segment.
