@@ -117,3 +117,14 @@ def test_direct_kernel_with_gradients_and_under_autocast(monkeypatch: pytest.Mon
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         torch.testing.assert_close(conv(x), ref(x))
     assert len(calls) == 1
+
+
+def test_compiled_model_runs_the_direct_kernel() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 5, 3, padding=1)
+    x = torch.randn(1, 4, 6, 6)
+    with torch.no_grad():
+        ref = conv(x)
+        set_winograd(conv, True, min_channels=1)
+        compiled = torch.compile(conv, backend="eager", fullgraph=True)
+        torch.testing.assert_close(compiled(x), ref)

@@ -3,7 +3,7 @@ Convolutional Neural Networks").
 
 A 3x3 convolution of stride 1 and padding 1 computes every 2x2 output tile from a 4x4 input tile with 16
 element-wise products in the transformed domain instead of 36 multiplications: ``Y = A^T [(G g G^T) * (B^T d B)] A``.
-Summed over input channels, the element-wise products become 16 matrix products ``(tiles, C_in) @ (C_in, C_out)``,
+Summed over input channels, the element-wise products become 16 matrix products ``(C_out, C_in) @ (C_in, tiles)``,
 i.e. 2.25x fewer multiply-adds than the direct convolution. The transforms are small fixed matrices applied as
 three thin matrix products, so the whole layer is differentiable with ordinary autograd (its backward runs in
 the transformed domain too, with the same 2.25x saving, but see :class:`WinogradConv2d` on its accuracy).
@@ -119,6 +119,7 @@ class WinogradConv2d(nn.Conv2d):
             or self.weight.dtype != x.dtype
             or torch.is_autocast_enabled("cpu")
             or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+            or torch.compiler.is_compiling()  # inductor picks its own convolution; the cache is eager-only state
         ):
             return super().forward(x)
         w = self.weight
