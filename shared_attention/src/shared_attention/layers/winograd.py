@@ -59,7 +59,7 @@ def winograd_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, filt
             computes it.
 
     Returns:
-        ``(N, C_out, H, W)``, contiguous.
+        ``(N, C_out, H, W)``, contiguous unless ``H`` or ``W`` is odd (a crop of the whole tiles).
     """
     n, c, h, w = x.shape
     co = weight.shape[0]
@@ -80,7 +80,7 @@ def winograd_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, filt
     if 2 * th != h or 2 * tw != w:
         y = y[:, :, :h, :w]
     if bias is not None:
-        y = y + bias.view(1, co, 1, 1)
+        y.add_(bias.view(1, co, 1, 1))  # y is a fresh tensor (the reshape above copies): no second full-size copy
     return y  # (N, C_out, H, W)
 
 
@@ -88,8 +88,7 @@ def winograd_eligible(conv: nn.Module, min_channels: int = 0) -> bool:
     """Whether ``conv`` is an ``nn.Conv2d`` that :func:`winograd_conv3x3` computes exactly: 3x3, stride 1, zero
     padding 1, no dilation, no groups, and at least ``min_channels`` input and output channels."""
     return (
-        isinstance(conv, nn.Conv2d)
-        and not isinstance(conv, nn.ConvTranspose2d)
+        isinstance(conv, nn.Conv2d)  # (nn.ConvTranspose2d is not one)
         and conv.kernel_size == (3, 3)
         and conv.stride == (1, 1)
         and conv.padding == (1, 1)
