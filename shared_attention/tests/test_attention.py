@@ -596,6 +596,73 @@ def test_shifted_window_attention_vs_naive(shift: int) -> None:
     assert_grads_close(grads(out, params, g), grads(ref, params, g))
 
 
+@pytest.mark.parametrize(
+    ("B", "H", "W", "shift"),
+    [(3, 6, 9, (1, 1)), (1, 3, 9, (1, 1)), (2, 9, 6, (0, 2)), (2, 6, 6, (1, 0)), (1, 3, 3, (2, 1))],
+)
+def test_grouped_shifted_attention_equals_roll_partition_path(
+    monkeypatch: pytest.MonkeyPatch, B: int, H: int, W: int, shift: tuple[int, int]
+) -> None:
+    """The core's own mask takes the one-gather, mask-class-grouped path; any other mask object the plain
+    roll / partition / per-window mask path: both give the same outputs and gradients (float64, training) and
+    match the explicit path in float32 without gradients (the fused kernel's inference case)."""
+    from shared_attention.attention import window as window_mod
+
+    calls = []
+    real = window_mod._grouped_shifted_attention
+    monkeypatch.setattr(window_mod, "_grouped_shifted_attention", lambda *a: calls.append(1) or real(*a))
+    m = WindowAttention(4, 3, 2).to(DT)
+    x = torch.randn(B, H, W, 4, dtype=DT, requires_grad=True)
+    own = shifted_window_mask(H, W, 3, shift)
+    grouped = shifted_window_attention(x, m, 3, shift, mask=own)  # the cached mask object: grouped
+    assert calls == [1]
+    plain = shifted_window_attention(x, m, 3, shift, mask=own.clone())  # another object: not grouped
+    assert calls == [1]
+    torch.testing.assert_close(grouped, plain, **TOL)
+    g = torch.randn_like(plain)
+    params = [x, m.qkv.weight, m.relative_position_bias_table]
+    assert_grads_close(grads(grouped, params, g), grads(plain, params, g))
+    m32 = m.float().eval()
+    with torch.no_grad():
+        fast = shifted_window_attention(x.float(), m32, 3, shift)
+        m32.use_sdpa = False
+        explicit = shifted_window_attention(x.float(), m32, 3, shift)
+    torch.testing.assert_close(fast, explicit, atol=1e-5, rtol=1e-5)
+
+
+def test_gather_bias_matches_indexing_with_gradients() -> None:
+    """The core's bias gather (index_add backward) against the official indexing pattern, negative entries too."""
+    from shared_attention.attention.window import _gather_bias
+
+    table = torch.randn(25, 3, dtype=DT, requires_grad=True)
+    index = relative_position_index(3)
+    for idx in (index, index - 25 * (index % 2)):  # every odd entry written as its negative alias
+        fast = _gather_bias(table, idx)
+        ref = _gather_bias(table, idx, reference=True)
+        torch.testing.assert_close(fast, ref, **TOL)
+        g = torch.randn_like(ref)
+        torch.testing.assert_close(grads(fast, [table], g)[0], grads(ref, [table], g)[0], **TOL)
+    with pytest.raises(IndexError, match="below -25"):
+        _gather_bias(table, index - 60)
+
+
+def test_window_attention_bias_reused_in_inference_and_refreshed_on_change() -> None:
+    m = WindowAttention(4, 3, 2)
+    with torch.no_grad():
+        b1 = m.relative_position_bias()
+        assert m.relative_position_bias() is b1  # kept while nothing changed
+        m.relative_position_bias_table.add_(1.0)  # an optimizer step: in place, bumps the version
+        b2 = m.relative_position_bias()
+        assert b2 is not b1
+        torch.testing.assert_close(b2, b1 + 1.0)
+        state = {k: v.clone() for k, v in m.state_dict().items()}
+        state["relative_position_bias_table"].zero_()
+        m.load_state_dict(state)
+        assert float(m.relative_position_bias().abs().max()) == 0.0
+    b3 = m.relative_position_bias()  # with gradients: gathered afresh, connected to the table
+    assert b3.requires_grad and b3.grad_fn is not None
+
+
 def test_shifted_window_attention_checks() -> None:
     m = WindowAttention(4, 3, 2)
     with pytest.raises(ValueError):

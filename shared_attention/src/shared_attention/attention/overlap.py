@@ -42,6 +42,7 @@ from shared_attention.attention.window import (
     _check_divisible,
     _gather_bias,
     _table_size,
+    cached_bias,
     relative_position_index,
     window_partition,
     window_reverse,
@@ -149,7 +150,7 @@ class OverlappingCrossAttention(nn.Module):
                 indexing).
         """
         index = self.relative_position_index if rpi is None else rpi
-        return _gather_bias(self.relative_position_bias_table, index)
+        return cached_bias(self, self.relative_position_bias_table, index)  # reused in inference
 
     def attention(self, x: Tensor, x_size: tuple[int, int], rpi: Tensor | None = None) -> Tensor:
         """The OCA branch alone: ``norm1``, ``qkv``, windowed cross-attention, window reverse (no ``proj``).
@@ -166,7 +167,7 @@ class OverlappingCrossAttention(nn.Module):
         B, L, C = x.shape
         if L != H * W:
             raise ValueError(f"got {L} tokens for x_size {x_size}")
-        ws, ows = self.window_size, self.overlap_win_size
+        ws = self.window_size
         _check_divisible(H, W, (ws, ws))
         h, d = self.num_heads, self.head_dim
 
@@ -176,30 +177,56 @@ class OverlappingCrossAttention(nn.Module):
         Bw, Nq, _ = q.shape
         q = q.view(Bw, Nq, h, d).transpose(1, 2)  # (B*nW, h, M^2, d)
 
-        kv = qkv[..., C:].transpose(1, 2).reshape(B, 2 * C, H, W)  # (B, 2C, H, W)
-        if self.padding_hi == self.padding:
-            kv = F.unfold(kv, kernel_size=ows, stride=ws, padding=self.padding)  # (B, 2C*Mo^2, nW)
-        else:
-            lo, hi = self.padding, self.padding_hi
-            kv = F.pad(kv, (lo, hi, lo, hi))  # (B, 2C, H+Mo-M, W+Mo-M)
-            kv = F.unfold(kv, kernel_size=ows, stride=ws)  # (B, 2C*Mo^2, nW)
-        nW = kv.shape[-1]
-        if B * nW != Bw:
-            raise ValueError(f"unfold gave {nW} windows per image, window partition {Bw // B}")
-        kv = kv.view(B, 2, h, d, ows * ows, nW)  # (B, 2, h, d, Mo^2, nW)
-        # contiguous: fused SDPA kernels need head_dim innermost (reshape alone may stay a strided view)
-        kv = kv.permute(1, 0, 5, 2, 4, 3).contiguous().view(2, Bw, h, ows * ows, d)  # (2, B*nW, h, Mo^2, d)
-        k, v = kv[0], kv[1]  # (B*nW, h, Mo^2, d)
-
-        bias = self.relative_position_bias(rpi).to(q.dtype)  # (h, M^2, Mo^2)
         if self.use_sdpa:
+            k, v = self._strided_kv(qkv[..., C:], B, H, W, Bw)  # (B*nW, h, Mo^2, d)
+            bias = self.relative_position_bias(rpi).to(q.dtype)  # (h, M^2, Mo^2), reused in inference
             out = biased_attention(q, k, v, bias, None, self.scale)  # (B*nW, h, M^2, d)
-        else:
+        else:  # the reference (official) pattern: unfold, bias gathered every call, explicit softmax
+            k, v = self._unfold_kv(qkv[..., C:], B, H, W, Bw)  # (B*nW, h, Mo^2, d)
+            index = self.relative_position_index if rpi is None else rpi
+            bias = _gather_bias(self.relative_position_bias_table, index, reference=True).to(q.dtype)  # (h, M^2, Mo^2)
             out, _ = scaled_dot_product(
                 q, k, v, attn_mask=bias.unsqueeze(0), scale=self.scale, need_weights=True, finite_mask=True
             )  # (B*nW, h, M^2, d)
         out = out.transpose(1, 2).reshape(Bw, Nq, C)  # (B*nW, M^2, C)
         return window_reverse(out, ws, H, W).reshape(B, H * W, C)  # (B, HW, C)
+
+    def _strided_kv(self, kv_tokens: Tensor, B: int, H: int, W: int, Bw: int) -> tuple[Tensor, Tensor]:  # noqa: N803
+        """Keys and values ``(B*nW, h, Mo^2, d)`` of every overlapping window, from ``(B, HW, 2C)`` tokens.
+
+        Zero-pads the ``(B, H, W, 2C)`` map by ``(Mo - M) / 2`` (the official unfold padding; an odd extra row /
+        column goes to the bottom / right), views every ``Mo x Mo`` window at stride ``M`` and lays them out
+        head-major in one copy (fused SDPA kernels need ``head_dim`` innermost). Same values as
+        :meth:`_unfold_kv` without its channels-first copy, ``im2col`` buffer and second rearranging copy.
+        """
+        ws, ows, h, d, C = self.window_size, self.overlap_win_size, self.num_heads, self.head_dim, self.dim
+        lo, hi = self.padding, self.padding_hi
+        kv = F.pad(kv_tokens.reshape(B, H, W, 2 * C), (0, 0, lo, hi, lo, hi))  # (B, Hp, Wp, 2C)
+        n_h, n_w = (H + lo + hi - ows) // ws + 1, (W + lo + hi - ows) // ws + 1
+        if B * n_h * n_w != Bw:
+            raise ValueError(f"overlapping windows: {n_h * n_w} per image, window partition {Bw // B}")
+        sb, sy, sx, _ = kv.stride()
+        win = kv.as_strided(
+            (B, n_h, n_w, ows, ows, 2, h, d), (sb, ws * sy, ws * sx, sy, sx, C, d, 1)
+        )  # (B, nWh, nWw, Mo, Mo, 2, h, d)
+        kv = win.permute(5, 0, 1, 2, 6, 3, 4, 7).reshape(2, Bw, h, ows * ows, d)  # (2, B*nW, h, Mo^2, d)
+        return kv[0], kv[1]
+
+    def _unfold_kv(self, kv_tokens: Tensor, B: int, H: int, W: int, Bw: int) -> tuple[Tensor, Tensor]:  # noqa: N803
+        """:meth:`_strided_kv` the official way (``F.unfold`` on a channels-first copy, then a rearranging copy)."""
+        ws, ows, h, d, C = self.window_size, self.overlap_win_size, self.num_heads, self.head_dim, self.dim
+        kv = kv_tokens.transpose(1, 2).reshape(B, 2 * C, H, W)  # (B, 2C, H, W)
+        lo, hi = self.padding, self.padding_hi
+        if lo == hi:
+            kv = F.unfold(kv, kernel_size=ows, stride=ws, padding=lo)  # (B, 2C*Mo^2, nW)
+        else:
+            kv = F.unfold(F.pad(kv, (lo, hi, lo, hi)), kernel_size=ows, stride=ws)  # (B, 2C*Mo^2, nW)
+        nW = kv.shape[-1]
+        if B * nW != Bw:
+            raise ValueError(f"unfold gave {nW} windows per image, window partition {Bw // B}")
+        kv = kv.view(B, 2, h, d, ows * ows, nW)  # (B, 2, h, d, Mo^2, nW)
+        kv = kv.permute(1, 0, 5, 2, 4, 3).contiguous().view(2, Bw, h, ows * ows, d)  # (2, B*nW, h, Mo^2, d)
+        return kv[0], kv[1]
 
     def forward(self, x: Tensor, x_size: tuple[int, int], rpi: Tensor | None = None) -> Tensor:
         """Apply the block.

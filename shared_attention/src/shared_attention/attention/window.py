@@ -25,6 +25,7 @@ crop afterwards.
 from __future__ import annotations
 
 import functools
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -154,11 +155,66 @@ def _table_size(window_size: tuple[int, int], key_window_size: tuple[int, int]) 
     return (window_size[0] + key_window_size[0] - 1) * (window_size[1] + key_window_size[1] - 1)
 
 
-def _gather_bias(table: Tensor, index: Tensor) -> Tensor:
-    """Gather ``(heads, Nq, Nk)`` bias from a ``(T, heads)`` table and an ``(Nq, Nk)`` index."""
-    Nq, Nk = index.shape
-    bias = table[index.reshape(-1)].view(Nq, Nk, -1)  # (Nq, Nk, heads)
-    return bias.permute(2, 0, 1).contiguous()  # (heads, Nq, Nk)
+class _GatherBias(torch.autograd.Function):
+    """``table[index]`` laid out ``(heads, Nq, Nk)``, with a scatter-add backward along the contiguous rows.
+
+    The plain ``table[index].permute(2, 0, 1).contiguous()`` gathers rows of ``heads`` floats, copies them into
+    head-major order, and its backward is an accumulating ``index_put_`` over a transposed gradient (5.7 ms per
+    HAT-S block in a training step). Here the forward gathers from the ``(heads, T)`` transpose straight into
+    head-major order and the backward is ``index_add_`` along each head's row (0.15-0.3 ms).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, table: Tensor, index: Tensor) -> Tensor:
+        nq, nk = index.shape
+        flat = index.reshape(-1)
+        ctx.save_for_backward(flat)
+        ctx.rows = table.shape[0]
+        return table.t().contiguous().index_select(1, flat).view(table.shape[1], nq, nk)  # (heads, Nq, Nk)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:
+        (flat,) = ctx.saved_tensors
+        heads = grad.shape[0]
+        g = grad.new_zeros(heads, ctx.rows).index_add_(1, flat, grad.reshape(heads, -1))  # (heads, T)
+        return g.t().contiguous(), None
+
+
+def _gather_bias(table: Tensor, index: Tensor, reference: bool = False) -> Tensor:
+    """Gather ``(heads, Nq, Nk)`` bias from a ``(T, heads)`` table and an ``(Nq, Nk)`` index.
+
+    Negative entries count from the end of the table (PyTorch indexing, official HAT's OCA index).
+    ``reference=True``: the official code's pattern (advanced indexing, permute, copy; its backward an
+    accumulating ``index_put_``), for the naive paths that stand in for it.
+    """
+    rows = table.shape[0]
+    if reference:
+        nq, nk = index.shape
+        return table[index.reshape(-1)].view(nq, nk, -1).permute(2, 0, 1).contiguous()  # (heads, Nq, Nk)
+    if bool((index < 0).any()):
+        if bool((index < -rows).any()):
+            raise IndexError(f"relative position index has entries below -{rows} for a table of {rows} rows")
+        index = torch.where(index < 0, index + rows, index)
+    return cast(Tensor, _GatherBias.apply(table, index))
+
+
+def cached_bias(owner: nn.Module, table: Tensor, index: Tensor) -> Tensor:
+    """``_gather_bias(table, index)`` ``(heads, Nq, Nk)``, kept on ``owner`` and reused while nothing changed.
+
+    With gradients enabled on the table (training) it is gathered every call. Without (inference) the result is
+    kept as a plain attribute of ``owner`` (not a buffer, not in the state dict) keyed by the table's and the
+    index's storage and version counters: in-place updates (an optimizer step, ``load_state_dict``) bump the
+    version, so a stale bias is never returned. Saves the gather and its transposing copy on every call (3.5 MB
+    for HAT's OCAB, 1.5 MB per window block).
+    """
+    if torch.is_grad_enabled() and table.requires_grad:
+        return _gather_bias(table, index)
+    key = (table.data_ptr(), table._version, index.data_ptr(), index._version, table.dtype, table.device)
+    cached = owner.__dict__.get("_bias_cache")
+    if cached is None or cached[0] != key:
+        cached = (key, _gather_bias(table.detach(), index))
+        owner.__dict__["_bias_cache"] = cached
+    return cast(Tensor, cached[1])
 
 
 class RelativePositionBias(nn.Module):
@@ -195,8 +251,8 @@ class RelativePositionBias(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def forward(self) -> Tensor:
-        """Return the bias ``(num_heads, Wh*Ww, Kh*Kw)``."""
-        return _gather_bias(self.relative_position_bias_table, self.relative_position_index)
+        """Return the bias ``(num_heads, Wh*Ww, Kh*Kw)`` (reused without gradients, see :func:`cached_bias`)."""
+        return cached_bias(self, self.relative_position_bias_table, self.relative_position_index)
 
 
 @functools.lru_cache(maxsize=64)
@@ -326,11 +382,16 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def relative_position_bias(self) -> Tensor:
-        """Return the bias ``(num_heads, N, N)`` with ``N = Wh * Ww``."""
-        return _gather_bias(self.relative_position_bias_table, self.relative_position_index)
+        """Return the bias ``(num_heads, N, N)`` with ``N = Wh * Ww``.
+
+        Without gradients (inference) the gathered bias is kept and reused until the table or index changes
+        (in-place updates bump their version counters; ``load_state_dict`` copies in place), so a block that
+        attends several window groups per call, or a model serving many requests, gathers it once.
+        """
+        return cached_bias(self, self.relative_position_bias_table, self.relative_position_index)
 
     def forward(
-        self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False
+        self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False, *, bias: Tensor | None = None
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Attend within each window.
 
@@ -340,6 +401,8 @@ class WindowAttention(nn.Module):
                 window ``i`` of the batch uses ``mask[i % nW]``. Entries may be ``-inf`` but no
                 query may have all its keys masked (a token always sees itself in self-attention).
             need_weights: Also return the ``(B * nW, heads, N, N)`` attention probabilities.
+            bias: This module's :meth:`relative_position_bias`, when the caller already has it (a block that
+                attends several window groups in one call gathers it once).
 
         Returns:
             ``(B * nW, N, C)``, or ``(output, attn)`` when ``need_weights``.
@@ -348,7 +411,13 @@ class WindowAttention(nn.Module):
         h, d = self.num_heads, self.head_dim
         qkv = self.qkv(x).reshape(B_, N, 3, h, d).permute(2, 0, 3, 1, 4)  # (3, B_, h, N, d)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B_, h, N, d)
-        bias = self.relative_position_bias().to(q.dtype)  # (h, N, N)
+        if bias is not None:
+            bias = bias.to(q.dtype)  # (h, N, N)
+        elif self.use_sdpa:
+            bias = self.relative_position_bias().to(q.dtype)  # (h, N, N), reused in inference
+        else:  # the reference pattern gathers it every call, the official way
+            table, index = self.relative_position_bias_table, self.relative_position_index
+            bias = _gather_bias(table, index, reference=True).to(q.dtype)
         drop = self.attn_drop_p if self.training else 0.0
         if mask is not None and B_ % mask.shape[0] != 0:
             raise ValueError(f"batch of {B_} windows is not a multiple of nW={mask.shape[0]}")
@@ -382,6 +451,76 @@ class WindowAttention(nn.Module):
             assert attn is not None
             return out, attn
         return out
+
+
+@functools.lru_cache(maxsize=64)
+def _shift_plan(
+    batch: int, H: int, W: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device  # noqa: N803
+) -> tuple[Tensor, Tensor, tuple[tuple[int, int, int], ...]]:
+    """Cyclic shift, window partition and grouping by shift-mask pattern as one token permutation.
+
+    Only the last window row and the last window column straddle the seams of the cyclic shift (the region labels
+    of :func:`shifted_window_mask` are constant on every other window), so each window's mask is one of four:
+    interior (all zeros), last column, last row, corner. The permutation puts the windows of the rolled map in
+    that class order (batch inside a class, tokens row-major inside a window), so each class is one contiguous
+    slice of windows sharing one ``(N, N)`` mask.
+
+    Returns:
+        ``gather`` ``(B H W,)``: slot ``t`` of the permuted windows takes token ``gather[t]`` of the ``(B H W, C)``
+        map; ``scatter`` ``(B H W,)``: its inverse; per non-empty class ``(first window, end window,
+        representative window of the mask or -1 for the interior)``.
+    """
+    wh, ww = window
+    sh, sw = shift
+    n_h, n_w = H // wh, W // ww
+    i = torch.arange(n_h).repeat_interleave(n_w)  # (nW,) window row
+    j = torch.arange(n_w).repeat(n_h)  # (nW,) window column
+    cls = (i == n_h - 1).long() * 2 + (j == n_w - 1).long()  # (nW,) 0 interior, 1 last column, 2 last row, 3 corner
+    order = torch.argsort(cls, stable=True)  # (nW,) windows in class order
+    a = torch.arange(wh).view(1, wh, 1)
+    c = torch.arange(ww).view(1, 1, ww)
+    rows = (i[order].view(-1, 1, 1) * wh + a + sh) % H  # (nW, wh, 1) source row of each slot (rolled by -shift)
+    cols = (j[order].view(-1, 1, 1) * ww + c + sw) % W  # (nW, 1, ww)
+    src = (rows * W + cols).view(-1, wh * ww)  # (nW, N) position in one image, windows in class order
+    groups, slots, start = [], [], 0
+    for k in range(4):
+        in_class = cls[order] == k  # (nW,)
+        if not bool(in_class.any()):
+            continue
+        pos = src[in_class].reshape(-1)  # (n_k N,)
+        slots += [pos + bi * H * W for bi in range(batch)]  # class k of image 0, of image 1, ...
+        n = int(in_class.sum()) * batch
+        groups.append((start, start + n, -1 if k == 0 else int(order[in_class][0])))
+        start += n
+    gather = torch.cat(slots)  # (B H W,)
+    scatter = torch.empty_like(gather)
+    scatter[gather] = torch.arange(gather.numel())
+    return gather.to(device), scatter.to(device), tuple(groups)
+
+
+def _grouped_shifted_attention(
+    x: Tensor, attn: WindowAttention, mask: Tensor, shift: tuple[int, int]
+) -> Tensor:
+    """Shifted-window attention of ``(B, H, W, C)`` one mask class at a time (see :func:`_shift_plan`).
+
+    One gather does the cyclic shift, the window partition and the class ordering (instead of two rolls, a
+    partition copy and a per-class gather), one gather undoes them. Each class shares one ``(N, N)`` mask (none
+    for the interior), so the fused kernel gets a mask broadcast over its windows instead of a per-window
+    ``(B nW, heads, N, N)`` sum of bias and mask built on every call (25 MB per HAT-S block on a 64 x 64 map).
+    Same numbers as the roll / partition / ``attn(windows, mask)`` / reverse / roll sequence.
+    """
+    B, H, W, C = x.shape
+    ws = attn.window_size
+    n = ws[0] * ws[1]
+    gather, scatter, groups = _shift_plan(B, H, W, ws, shift, x.device)
+    windows = x.reshape(B * H * W, C).index_select(0, gather).view(-1, n, C)  # (B nW, N, C) class-major
+    bias = attn.relative_position_bias()  # (h, N, N) once for every class
+    outs = [
+        cast(Tensor, attn(windows[s:e], mask=None if rep < 0 else mask[rep : rep + 1], bias=bias))  # (n_k, N, C)
+        for s, e, rep in groups
+    ]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)  # (B nW, N, C)
+    return out.view(B * H * W, C).index_select(0, scatter).view(B, H, W, C)  # (B, H, W, C)
 
 
 def shifted_window_attention(
@@ -425,9 +564,11 @@ def shifted_window_attention(
     _check_divisible(H, W, ws)
     shifted = sh > 0 or sw > 0
     if shifted:
+        own = shifted_window_mask(H, W, ws, (sh, sw), device=x.device, fill=fill)
+        if attn.use_sdpa and (mask is None or mask is own):  # the core's own mask: its window classes are known
+            return _grouped_shifted_attention(x, attn, own, (sh, sw))  # (B, H, W, C)
         x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))  # (B, H, W, C)
-        if mask is None:
-            mask = shifted_window_mask(H, W, ws, (sh, sw), device=x.device, fill=fill)
+        mask = own if mask is None else mask
     else:
         mask = None
     windows = window_partition(x, ws)  # (B*nW, N, C)
