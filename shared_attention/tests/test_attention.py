@@ -832,3 +832,40 @@ def test_biased_attention_under_autocast_and_bad_shapes():
         biased_attention(q, k, v, bias[:, :5])
     with pytest.raises(ValueError, match="mask"):
         biased_attention(q, k, v, bias, torch.zeros(3, 6, 6))
+
+
+@pytest.mark.parametrize(
+    ("lead", "nq", "nk", "d", "dv"), [((3, 2), 5, 7, 4, 6), ((40, 2), 11, 11, 8, 8), ((2, 3, 2), 64, 64, 8, 4)]
+)
+def test_small_attention_matches_fused_kernel_with_gradients(
+    monkeypatch: pytest.MonkeyPatch, lead: tuple[int, ...], nq: int, nk: int, d: int, dv: int
+) -> None:
+    """Short sequences on the CPU take the batched-product kernel: values and all three gradients equal the fused
+    kernel's (float64), on contiguous and on strided (permuted, token-major) inputs; longer ones keep the fused
+    kernel, and so do masks and dropout."""
+    from shared_attention.attention import multihead
+
+    calls = []
+    real = multihead._SmallAttention.apply
+    monkeypatch.setattr(multihead._SmallAttention, "apply", lambda *a: calls.append(1) or real(*a))
+    q = torch.randn(*lead, nq, d, dtype=DT, requires_grad=True)
+    k = torch.randn(*lead, nk, d, dtype=DT, requires_grad=True)
+    v = torch.randn(*lead, nk, dv, dtype=DT, requires_grad=True)
+    strided = torch.randn(nq, *lead, d, dtype=DT).movedim(0, -2).requires_grad_()  # token-major storage
+    for qq in (q, strided):
+        out, attn = scaled_dot_product(qq, k, v, scale=0.3)
+        assert attn is None and calls
+        calls.clear()
+        ref = torch.nn.functional.scaled_dot_product_attention(qq, k, v, scale=0.3)
+        torch.testing.assert_close(out, ref, **TOL)
+        g = torch.randn_like(ref)
+        assert_grads_close(grads(out, [qq, k, v], g), grads(ref, [qq, k, v], g))
+    with torch.no_grad():
+        scaled_dot_product(q.float(), k.float(), v.float())
+    assert calls  # float32 inference too
+    calls.clear()
+    scaled_dot_product(q, k, v, attn_mask=torch.ones(nq, nk, dtype=torch.bool))
+    scaled_dot_product(q, k, v, dropout_p=0.1)
+    long_q = torch.randn(1, 1, multihead.SMALL_ATTENTION_MAX_LEN + 1, d, dtype=DT)
+    scaled_dot_product(long_q, long_q, long_q)
+    assert not calls

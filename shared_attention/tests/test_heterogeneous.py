@@ -135,3 +135,45 @@ def test_token_major_layout_equals_batch_major(composite: bool, key_rank: int | 
     torch.testing.assert_close(mlp(xt[[2]], [2], token_major=True), mlp(x[:, [2]], [2]).transpose(0, 1))
     with pytest.raises(ValueError, match=r"expected \(5, B, 8\)"):
         attn(x[:, :4], token_major=True)
+
+
+def test_residual_is_accumulated_by_the_output_products() -> None:
+    """``residual=`` gives ``residual + layer(x)`` for the per-token linear map, the MLP and the attention, in both
+    layouts, with the same gradients; under autocast the residual is added to the low-precision result."""
+    torch.manual_seed(0)
+    dt = torch.float64
+    lin = PerTokenLinear(5, 6, 4).to(dt)
+    mlp = PerTokenMlp(5, 6, 8).to(dt)
+    att = HeterogeneousAttention(5, 6, 2, 3, key_rank=4, value_rank=4).to(dt)
+    x = torch.randn(5, 7, 6, dtype=dt, requires_grad=True)  # token-major
+    for mod, r in ((lin, torch.randn(5, 7, 4, dtype=dt)), (mlp, torch.randn(5, 7, 6, dtype=dt)), (att, x)):
+        for token_major in (True, False):
+            xi = x if token_major else x.transpose(0, 1)
+            ri = r if token_major else r.transpose(0, 1)
+            fused = mod(xi, None, token_major, residual=ri)
+            plain = ri + mod(xi, None, token_major)
+            torch.testing.assert_close(fused, plain, atol=1e-12, rtol=1e-10)
+            g = torch.randn_like(plain)
+            params = [x, *mod.parameters()]
+            for a, b in zip(torch.autograd.grad(fused, params, g), torch.autograd.grad(plain, params, g), strict=True):
+                torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    lin32, x32, r32 = lin.float(), x.detach().float(), torch.randn(5, 7, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = lin32(x32, None, True, residual=r32)
+        ref = r32 + lin32(x32, None, True)
+    torch.testing.assert_close(out, ref)
+
+
+def test_head_major_composite_keys_match_the_published_layout() -> None:
+    """The fast path permutes the composite up-projection's rows on the fly (keys / values come out head-major);
+    the explicit (reference) path keeps the published layout: same keys, values and outputs, same state dict."""
+    torch.manual_seed(0)
+    for ranks in ((4, 4), (None, None)):
+        att = HeterogeneousAttention(5, 6, 2, 3, key_rank=ranks[0], value_rank=ranks[1]).double()
+        x = torch.randn(7, 5, 6, dtype=torch.float64)
+        k, v = att.keys_values(x)
+        assert k.is_contiguous() and v.is_contiguous()
+        att.explicit = True
+        k_ref, v_ref = att.keys_values(x)
+        torch.testing.assert_close(k, k_ref)
+        torch.testing.assert_close(v, v_ref)

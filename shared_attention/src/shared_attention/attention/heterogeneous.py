@@ -64,11 +64,15 @@ class PerTokenLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_tokens, in_features, out_features).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(num_tokens, out_features).uniform_(-bound, bound)) if bias else None
 
-    def forward(self, x: Tensor, token_index: QueryIndex = None, token_major: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, token_index: QueryIndex = None, token_major: bool = False, residual: Tensor | None = None
+    ) -> Tensor:
         """``x``: ``(B, L', in)`` where ``L'`` is ``L`` or ``len(token_index)`` (the tokens' own weights).
 
         With ``token_major=True`` ``x`` is ``(L', B, in)`` and the result ``(L', B, out)``: the layout the batched
         matrix product works in, so a stack of these layers runs without transposing copies.
+        ``residual`` (same shape as the result): returns ``residual + layer(x)``, accumulated by the batched
+        product itself (one pass over the output fewer than adding afterwards).
         """
         idx = _as_index(token_index, x.device)
         w = self.weight if idx is None else self.weight.index_select(0, idx)  # (L', in, out)
@@ -76,6 +80,18 @@ class PerTokenLinear(nn.Module):
         if x.ndim != 3 or n_tok != w.shape[0]:
             raise ValueError(f"expected {w.shape[0]} tokens, got input of shape {tuple(x.shape)}")
         xt = x if token_major else x.transpose(0, 1)  # (L', B, in)
+        if residual is not None and (torch.is_autocast_enabled(x.device.type) or residual.dtype != w.dtype):
+            # autocast does not reach in-place products: add the residual to the (lower-precision) result
+            return residual + self.forward(x, token_index, token_major)
+        if residual is not None:
+            r = residual if token_major else residual.transpose(0, 1)  # (L', B, out)
+            if self.bias is not None:
+                b = self.bias if idx is None else self.bias.index_select(0, idx)
+                r = r + b.unsqueeze(1)  # a fresh tensor: safe to accumulate into
+            else:
+                r = r.clone()
+            y = r.baddbmm_(xt, w)  # (L', B, out)
+            return y if token_major else y.transpose(0, 1)
         if self.bias is None:
             y = torch.bmm(xt, w)  # (L', B, out)
         else:
@@ -103,10 +119,18 @@ class PerTokenMlp(nn.Module):
         self.fc2 = PerTokenLinear(num_tokens, hidden, dim)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: Tensor, token_index: QueryIndex = None, token_major: bool = False) -> Tensor:
-        """``x``: ``(B, L', dim)``, or ``(L', B, dim)`` with ``token_major`` (see :class:`PerTokenLinear`)."""
+    def forward(
+        self, x: Tensor, token_index: QueryIndex = None, token_major: bool = False, residual: Tensor | None = None
+    ) -> Tensor:
+        """``x``: ``(B, L', dim)``, or ``(L', B, dim)`` with ``token_major`` (see :class:`PerTokenLinear`).
+
+        ``residual``: returns ``residual + mlp(x)`` (fused into the second product when no dropout is active).
+        """
         h = self.drop(self.act(self.fc1(x, token_index, token_major)))  # (B, L', hidden) / (L', B, hidden)
-        return self.drop(self.fc2(h, token_index, token_major))  # (B, L', dim) / (L', B, dim)
+        if residual is not None and not (self.training and self.drop.p > 0):
+            return self.fc2(h, token_index, token_major, residual)  # (B, L', dim) / (L', B, dim)
+        y = self.drop(self.fc2(h, token_index, token_major))  # (B, L', dim) / (L', B, dim)
+        return y if residual is None else residual + y
 
 
 class HeterogeneousAttention(nn.Module):
@@ -173,11 +197,26 @@ class HeterogeneousAttention(nn.Module):
             self.v = PerTokenLinear(num_tokens, dim, inner, bias)
         self.o = PerTokenLinear(num_tokens, inner, dim, bias)
 
+    def _head_major(self, layer: nn.Linear, x: Tensor) -> Tensor:
+        """``layer(x)`` with its outputs in ``(H, L, d_k)`` order instead of the parameters' ``(L, H, d_k)``.
+
+        The rows of the (small) weight are permuted on the fly, so the keys / values come out ``(B, H, L, d_k)``
+        contiguous: the attention kernels then read them without a transposing copy (and their gradients flow
+        back without one); the parameters and the state dict keep the published layout.
+        """
+        n, h, dk = self.num_tokens, self.num_heads, self.head_dim
+        if self.explicit:  # the reference pattern: the published (L, H, d_k) order, transposed by the caller
+            return cast(Tensor, layer(x))  # (B, L H d_k)
+        w = layer.weight.view(n, h, dk, -1).transpose(0, 1).reshape(n * h * dk, -1)  # (H L d_k, in)
+        b = None if layer.bias is None else layer.bias.view(n, h, dk).transpose(0, 1).reshape(-1)  # (H L d_k,)
+        return nn.functional.linear(x, w, b)  # (B, H L d_k)
+
     def _composite(self, name: str, flat: Tensor) -> Tensor:
+        """Composite keys or values ``(B, H L d_k)`` (head-major) of the flattened tokens ``(B, L d)``."""
         rank = self.key_rank if name == "k" else self.value_rank
         if rank is None:
-            return getattr(self, name)(flat)  # (B, L H d_k)
-        return getattr(self, f"{name}_up")(getattr(self, f"{name}_down")(flat))  # (B, r) -> (B, L H d_k)
+            return self._head_major(getattr(self, name), flat)  # (B, H L d_k)
+        return self._head_major(getattr(self, f"{name}_up"), getattr(self, f"{name}_down")(flat))  # (B, H L d_k)
 
     def keys_values(self, x: Tensor, token_major: bool = False) -> tuple[Tensor, Tensor]:
         """Keys and values of every token, each ``(B, H, L, d_k)`` (a strided view; ``x`` as in :meth:`forward`)."""
@@ -192,12 +231,16 @@ class HeterogeneousAttention(nn.Module):
                 k_down, v_down = cast(nn.Linear, self.k_down), cast(nn.Linear, self.v_down)
                 w_down = torch.cat([k_down.weight, v_down.weight])  # (r_k + r_v, L d)
                 z = flat @ w_down.t()  # (B, r_k + r_v)
-                k = cast(nn.Linear, self.k_up)(z[:, : self.key_rank])  # (B, L H d_k)
-                v = cast(nn.Linear, self.v_up)(z[:, self.key_rank :])  # (B, L H d_k)
+                k = self._head_major(cast(nn.Linear, self.k_up), z[:, : self.key_rank])  # (B, H L d_k)
+                v = self._head_major(cast(nn.Linear, self.v_up), z[:, self.key_rank :])  # (B, H L d_k)
             else:
-                k, v = self._composite("k", flat), self._composite("v", flat)  # (B, L H d_k)
-            k = k.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d_k)
-            v = v.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d_k)
+                k, v = self._composite("k", flat), self._composite("v", flat)  # (B, H L d_k)
+            if self.explicit:
+                k = k.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d_k) strided
+                v = v.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d_k)
+                return k, v
+            k = k.view(b, self.num_heads, n, self.head_dim)  # (B, H, L, d_k) contiguous
+            v = v.view(b, self.num_heads, n, self.head_dim)  # (B, H, L, d_k)
             return k, v
         k, v = self.k(x, None, token_major), self.v(x, None, token_major)  # (B, L, H d_k) / (L, B, H d_k)
         return self._heads(k, token_major), self._heads(v, token_major)  # (B, H, L, d_k)
@@ -210,11 +253,14 @@ class HeterogeneousAttention(nn.Module):
         b, n, _ = t.shape
         return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d_k)
 
-    def forward(self, x: Tensor, query_index: QueryIndex = None, token_major: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, query_index: QueryIndex = None, token_major: bool = False, residual: Tensor | None = None
+    ) -> Tensor:
         """``x``: ``(B, L, d)``. Returns ``(B, L, d)``, or ``(B, len(query_index), d)`` for those tokens only.
 
         With ``token_major=True`` input and output are ``(L, B, d)`` / ``(Lq, B, d)``: a stack of layers kept in
         that layout (the Hiformer encoder) does its per-token products without a transposing copy each.
+        ``residual`` (the output's shape): returns ``residual + attention``, accumulated by the output projection.
         """
         n, b, d = (x.shape if token_major else x.transpose(0, 1).shape) if x.ndim == 3 else (-1, -1, -1)
         if n != self.num_tokens or d != self.dim:
@@ -233,7 +279,7 @@ class HeterogeneousAttention(nn.Module):
             out = out.permute(2, 0, 1, 3).reshape(lq, b, inner)  # (Lq, B, H d_k)
         else:
             out = out.transpose(1, 2).reshape(b, lq, inner)  # (B, Lq, H d_k)
-        return self.o(out, idx, token_major)  # (B, Lq, d) / (Lq, B, d)
+        return self.o(out, idx, token_major, residual)  # (B, Lq, d) / (Lq, B, d)
 
     def extra_repr(self) -> str:
         return (

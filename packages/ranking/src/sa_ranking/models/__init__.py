@@ -204,11 +204,15 @@ class HiformerLayer(nn.Module):
 
         Returns ``(L, B, d)`` or ``(Lq, B, d)`` (``(B, L, d)`` / ``(B, Lq, d)`` batch-major).
         """
-        h = self.attn(self.norm1(x), query_index, token_major=token_major)  # (Lq, B, d) / (B, Lq, d)
+        h = self.norm1(x)  # (L, B, d) / (B, L, d)
         if query_index is not None:
             x = x[list(query_index)] if token_major else x[:, list(query_index)]  # (Lq, B, d) / (B, Lq, d)
-        x = x + h
-        return x + self.ffn(self.norm2(x), query_index, token_major=token_major)  # (Lq, B, d) / (B, Lq, d)
+        if self.attn.explicit:  # the reference pattern: each residual added on its own
+            x = x + self.attn(h, query_index, token_major=token_major)
+            return x + self.ffn(self.norm2(x), query_index, token_major=token_major)  # (Lq, B, d) / (B, Lq, d)
+        # the residuals accumulated by the output products (one pass over the tokens fewer each)
+        x = self.attn(h, query_index, token_major=token_major, residual=x)  # (Lq, B, d) / (B, Lq, d)
+        return self.ffn(self.norm2(x), query_index, token_major=token_major, residual=x)  # (Lq, B, d) / (B, Lq, d)
 
 
 class HiformerEncoder(nn.Module):
