@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -214,13 +215,22 @@ BUILDERS: dict[str, Callable[[], Spec]] = {
 DEFAULT_MODELS = "hat-s,paratranscnn,mossformer-cpu,fod-head,hiformer,vmunet"  # the slowest last
 
 
+#: Rounds of :func:`_interleaved` last at least this long (fast models get more rounds, so their medians are as
+#: steady as a slow model's: a round of Hiformer takes about 0.1 s, one of HAT-S about 10 s).
+MIN_ROUND_SECONDS = 5.0
+MAX_ROUNDS = 200
+
+
 def _interleaved(*fns: Callable[[], Any], repeat: int) -> list[float]:
     """Median seconds of each of ``fns``, timed in turn (a drift of the machine's speed hits all alike) after one
-    warm-up call each."""
+    warm-up call each; at least ``repeat`` rounds, and at least :data:`MIN_ROUND_SECONDS` of them."""
+    t0 = time.perf_counter()
     for fn in fns:
         fn()
+    warm = time.perf_counter() - t0
+    rounds = min(MAX_ROUNDS, max(repeat, math.ceil(MIN_ROUND_SECONDS / max(warm, 1e-6))))
     times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeat):
+    for _ in range(rounds):
         for fn, ts in zip(fns, times, strict=True):
             t0 = time.perf_counter()
             fn()
@@ -550,7 +560,9 @@ def render(res: dict[str, Any]) -> str:
         "",
         "Ratios are of medians timed in turn in one process (forward: fp32, bf16, naive; training: fp32, bf16; the "
         "naive training step beside ours in a process of its own, so a reference path that takes minutes can be "
-        "given a time limit: past it, the time it ran is a lower bound). GFLOP and the peak shares count the "
+        "given a time limit: past it, the time it ran is a lower bound). Each median is of at least `--repeat` "
+        f"rounds lasting at least {MIN_ROUND_SECONDS:.0f} s in all (a fast model gets tens of rounds; rows measured "
+        "before 2026-12-06's fifth session had `--repeat` rounds only). GFLOP and the peak shares count the "
         "direct (nominal) convolution FLOPs: ParaTransCNN's decoder runs its wide 3x3 convolutions through Winograd "
         "F(2x2, 3x3) in inference (2.25x fewer multiply-adds, `shared_attention.layers.winograd`), so its forward "
         "share can pass 100 %; its peak memory includes the cached transformed filters (16/9 of those weights). "
