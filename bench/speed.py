@@ -289,12 +289,22 @@ def _cpu_sdpa_backward_flop(
     return int(sdpa_backward_flop_count(grad_shape, q_shape, k_shape, v_shape))
 
 
+def _baddbmm_inplace_flop(
+    _self_shape: list[int], a_shape: list[int], b_shape: list[int], *args: Any, **kwargs: Any
+) -> int:
+    """In-place ``baddbmm_`` (residuals accumulated by the product; torch counts only the out-of-place op)."""
+    batch, n, k = a_shape
+    return 2 * batch * n * k * int(b_shape[-1])
+
+
 def _flops(fn: Callable[[], Any]) -> int:
-    """Matrix-product and convolution FLOPs of one call (the CPU fused attention kernel included)."""
+    """Matrix-product and convolution FLOPs of one call (the CPU fused attention kernel and in-place
+    ``baddbmm_`` included)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     aten = torch.ops.aten
     mapping = {
+        aten.baddbmm_: _baddbmm_inplace_flop,
         aten.convolution_backward: _conv_backward_flop,
         aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
         aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flop,
