@@ -223,7 +223,8 @@ MAX_ROUNDS = 200
 
 def _interleaved(*fns: Callable[[], Any], repeat: int) -> list[float]:
     """Median seconds of each of ``fns``, timed in turn (a drift of the machine's speed hits all alike) after one
-    warm-up call each; at least ``repeat`` rounds, and at least :data:`MIN_ROUND_SECONDS` of them."""
+    warm-up call each; at least ``repeat`` rounds, and as many as the warm-up calls' time says fill
+    :data:`MIN_ROUND_SECONDS` (a target, at most :data:`MAX_ROUNDS`)."""
     t0 = time.perf_counter()
     for fn in fns:
         fn()
@@ -571,7 +572,7 @@ def render(res: dict[str, Any]) -> str:
         "Ratios are of medians timed in turn in one process (forward: fp32, bf16, naive; training: fp32, bf16; the "
         "naive training step beside ours in a process of its own, so a reference path that takes minutes can be "
         "given a time limit: past it, the time it ran is a lower bound). Each median is of at least `--repeat` "
-        f"rounds lasting at least {MIN_ROUND_SECONDS:.0f} s in all (a fast model gets tens of rounds; rows measured "
+        f"rounds, as many as fill about {MIN_ROUND_SECONDS:.0f} s (a fast model gets tens of rounds; rows measured "
         "before 2026-12-06's fifth session had `--repeat` rounds only). GFLOP and the peak shares count the "
         "direct (nominal) convolution FLOPs: ParaTransCNN's decoder runs its wide 3x3 convolutions through Winograd "
         "F(2x2, 3x3) in inference (2.25x fewer multiply-adds, `shared_attention.layers.winograd`), so its forward "

@@ -22,6 +22,7 @@ from shared_attention.attention import (
     window_partition,
     window_reverse,
 )
+from shared_attention.attention.window import clear_bias_cache
 
 DT = torch.float64
 TOL = {"atol": 1e-10, "rtol": 1e-8}
@@ -642,8 +643,10 @@ def test_gather_bias_matches_indexing_with_gradients() -> None:
         torch.testing.assert_close(fast, ref, **TOL)
         g = torch.randn_like(ref)
         torch.testing.assert_close(grads(fast, [table], g)[0], grads(ref, [table], g)[0], **TOL)
-    with pytest.raises(IndexError, match="below -25"):
+    with pytest.raises((IndexError, RuntimeError)):  # below -rows: rejected like any out-of-range entry
         _gather_bias(table, index - 60)
+    with pytest.raises((IndexError, RuntimeError)):
+        _gather_bias(table, index + 25)
 
 
 def test_window_attention_bias_reused_in_inference_and_refreshed_on_change() -> None:
@@ -661,6 +664,36 @@ def test_window_attention_bias_reused_in_inference_and_refreshed_on_change() -> 
         assert float(m.relative_position_bias().abs().max()) == 0.0
     b3 = m.relative_position_bias()  # with gradients: gathered afresh, connected to the table
     assert b3.requires_grad and b3.grad_fn is not None
+    with torch.no_grad():
+        b4 = m.relative_position_bias()
+        m.relative_position_bias_table.data.add_(2.0)  # .data writes bypass the version counter ...
+        assert m.relative_position_bias() is b4
+        clear_bias_cache(m)  # ... so the cache is cleared by hand after them
+        torch.testing.assert_close(m.relative_position_bias(), b4 + 2.0)
+
+
+def test_inference_mode_evaluation_then_training() -> None:
+    """A model first run under inference_mode (a validation pass) trains afterwards: the shift plan and the kept
+    bias made then are ordinary tensors that autograd may save; inference tensors themselves are never cached."""
+    m = WindowAttention(4, 3, 2)
+    x = torch.randn(1, 6, 6, 4)
+    with torch.inference_mode():
+        shifted_window_attention(x, m, 3, (1, 2))
+        assert not m.relative_position_bias().is_inference()
+        frozen = WindowAttention(4, 3, 2)  # parameters made in inference mode: no version counter to key on
+        assert frozen.relative_position_bias_table.is_inference()
+        frozen(torch.randn(4, 9, 4))
+        assert "_bias_cache" not in frozen.__dict__
+    out = shifted_window_attention(x.requires_grad_(), m, 3, (1, 2))
+    out.sum().backward()
+    assert x.grad is not None and m.relative_position_bias_table.grad is not None
+
+
+def test_small_attention_leaves_broadcast_batches_to_the_fused_kernel() -> None:
+    q = torch.randn(2, 3, 5, 4, dtype=DT)
+    k = torch.randn(1, 3, 5, 4, dtype=DT)  # broadcast over the batch, as SDPA allows
+    out, _ = scaled_dot_product(q, k, k)
+    torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, k), **TOL)
 
 
 def test_shifted_window_attention_checks() -> None:

@@ -207,8 +207,8 @@ class HeterogeneousAttention(nn.Module):
         n, h, dk = self.num_tokens, self.num_heads, self.head_dim
         if self.explicit:  # the reference pattern: the published (L, H, d_k) order, transposed by the caller
             return cast(Tensor, layer(x))  # (B, L H d_k)
-        w = layer.weight.view(n, h, dk, -1).transpose(0, 1).reshape(n * h * dk, -1)  # (H L d_k, in)
-        b = None if layer.bias is None else layer.bias.view(n, h, dk).transpose(0, 1).reshape(-1)  # (H L d_k,)
+        w = layer.weight.reshape(n, h, dk, -1).transpose(0, 1).reshape(n * h * dk, -1)  # (H L d_k, in)
+        b = None if layer.bias is None else layer.bias.reshape(n, h, dk).transpose(0, 1).reshape(-1)  # (H L d_k,)
         return nn.functional.linear(x, w, b)  # (B, H L d_k)
 
     def _composite(self, name: str, flat: Tensor) -> Tensor:

@@ -62,11 +62,12 @@ def _masked_softmax(scores: Tensor, has_mask: bool) -> Tensor:
 SMALL_ATTENTION_MAX_LEN = 64
 
 
-def _small_cpu(q: Tensor, k: Tensor) -> bool:
+def _small_cpu(q: Tensor, k: Tensor, v: Tensor) -> bool:
     dev = q.device.type
     return (
         dev == "cpu"
         and q.ndim >= 3
+        and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]  # no broadcast batch dimensions
         and q.shape[-2] <= SMALL_ATTENTION_MAX_LEN
         and k.shape[-2] <= SMALL_ATTENTION_MAX_LEN
         and q.dtype in (torch.float32, torch.float64)
@@ -170,7 +171,7 @@ def scaled_dot_product(
         and torch.is_grad_enabled()
         and q.device.type == "cpu"
     )
-    if not need_weights and attn_mask is None and dropout_p == 0.0 and _small_cpu(q, k):
+    if not need_weights and attn_mask is None and dropout_p == 0.0 and _small_cpu(q, k, v):
         scale_ = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
         return cast(Tensor, _SmallAttention.apply(q, k, v, scale_)), None  # (B, h, Nq, dv)
     if not need_weights and not grad_mask:

@@ -191,10 +191,9 @@ def _gather_bias(table: Tensor, index: Tensor, reference: bool = False) -> Tenso
     if reference:
         nq, nk = index.shape
         return table[index.reshape(-1)].view(nq, nk, -1).permute(2, 0, 1).contiguous()  # (heads, Nq, Nk)
-    if bool((index < 0).any()):
-        if bool((index < -rows).any()):
-            raise IndexError(f"relative position index has entries below -{rows} for a table of {rows} rows")
-        index = torch.where(index < 0, index + rows, index)
+    # no data-dependent branch (no host sync per call on a GPU, no graph break when compiled): entries below
+    # -rows stay negative and index_select rejects them, as it rejects entries >= rows
+    index = torch.where(index < 0, index + rows, index)
     return cast(Tensor, _GatherBias.apply(table, index))
 
 
@@ -203,18 +202,33 @@ def cached_bias(owner: nn.Module, table: Tensor, index: Tensor) -> Tensor:
 
     With gradients enabled on the table (training) it is gathered every call. Without (inference) the result is
     kept as a plain attribute of ``owner`` (not a buffer, not in the state dict) keyed by the table's and the
-    index's storage and version counters: in-place updates (an optimizer step, ``load_state_dict``) bump the
-    version, so a stale bias is never returned. Saves the gather and its transposing copy on every call (3.5 MB
-    for HAT's OCAB, 1.5 MB per window block).
+    index's identity, storage and version counters: in-place updates through autograd-visible ops (an optimizer
+    step, ``load_state_dict``, ``param.copy_`` under ``no_grad``) bump the version and refresh it. Writes through
+    ``param.data`` are invisible to version counters: call :func:`clear_bias_cache` after them. The returned
+    tensor is shared between calls and must not be modified in place. Inference tensors (made under
+    ``torch.inference_mode``) carry no version counter and are gathered every call; compiled graphs gather too.
+    Saves the gather and its transposing copy on every call (3.5 MB for HAT's OCAB, 1.5 MB per window block).
     """
-    if torch.is_grad_enabled() and table.requires_grad:
+    if (
+        (torch.is_grad_enabled() and table.requires_grad)
+        or table.is_inference()
+        or index.is_inference()
+        or torch.compiler.is_compiling()
+    ):
         return _gather_bias(table, index)
-    key = (table.data_ptr(), table._version, index.data_ptr(), index._version, table.dtype, table.device)
+    key = (id(table), table.data_ptr(), table._version, id(index), index.data_ptr(), index._version, table.dtype)
     cached = owner.__dict__.get("_bias_cache")
     if cached is None or cached[0] != key:
-        cached = (key, _gather_bias(table.detach(), index))
+        with torch.inference_mode(False), torch.no_grad():  # a normal tensor even if first asked in inference mode
+            cached = (key, _gather_bias(table.detach(), index))
         owner.__dict__["_bias_cache"] = cached
     return cast(Tensor, cached[1])
+
+
+def clear_bias_cache(module: nn.Module) -> None:
+    """Forget every bias kept by :func:`cached_bias` in ``module`` and its children (after ``param.data`` writes)."""
+    for m in module.modules():
+        m.__dict__.pop("_bias_cache", None)
 
 
 class RelativePositionBias(nn.Module):
@@ -457,6 +471,15 @@ class WindowAttention(nn.Module):
 def _shift_plan(
     batch: int, H: int, W: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device  # noqa: N803
 ) -> tuple[Tensor, Tensor, tuple[tuple[int, int, int], ...]]:
+    """:func:`_build_shift_plan`, cached; built outside inference mode so that a plan first made during an
+    ``inference_mode`` evaluation can be saved for backward by a later training step."""
+    with torch.inference_mode(False), torch.no_grad():
+        return _build_shift_plan(batch, H, W, window, shift, device)
+
+
+def _build_shift_plan(
+    batch: int, H: int, W: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device  # noqa: N803
+) -> tuple[Tensor, Tensor, tuple[tuple[int, int, int], ...]]:
     """Cyclic shift, window partition and grouping by shift-mask pattern as one token permutation.
 
     Only the last window row and the last window column straddle the seams of the cyclic shift (the region labels
@@ -564,8 +587,11 @@ def shifted_window_attention(
     _check_divisible(H, W, ws)
     shifted = sh > 0 or sw > 0
     if shifted:
-        own = shifted_window_mask(H, W, ws, (sh, sw), device=x.device, fill=fill)
-        if attn.use_sdpa and (mask is None or mask is own):  # the core's own mask: its window classes are known
+        own = None
+        if mask is None or (0 <= sh < ws[0] and 0 <= sw < ws[1]):  # a caller's mask may go with any shift
+            own = shifted_window_mask(H, W, ws, (sh, sw), device=x.device, fill=fill)
+        if attn.use_sdpa and own is not None and (mask is None or mask is own):
+            # the core's own mask: its window classes are known
             return _grouped_shifted_attention(x, attn, own, (sh, sw))  # (B, H, W, C)
         x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))  # (B, H, W, C)
         mask = own if mask is None else mask
