@@ -150,6 +150,8 @@ class OverlappingCrossAttention(nn.Module):
                 indexing).
         """
         index = self.relative_position_index if rpi is None else rpi
+        if not self.use_sdpa:  # the reference pattern gathers it every call, the official way
+            return _gather_bias(self.relative_position_bias_table, index, reference=True)
         return cached_bias(self, self.relative_position_bias_table, index)  # reused in inference
 
     def attention(self, x: Tensor, x_size: tuple[int, int], rpi: Tensor | None = None) -> Tensor:
@@ -183,8 +185,7 @@ class OverlappingCrossAttention(nn.Module):
             out = biased_attention(q, k, v, bias, None, self.scale)  # (B*nW, h, M^2, d)
         else:  # the reference (official) pattern: unfold, bias gathered every call, explicit softmax
             k, v = self._unfold_kv(qkv[..., C:], B, H, W, Bw)  # (B*nW, h, Mo^2, d)
-            index = self.relative_position_index if rpi is None else rpi
-            bias = _gather_bias(self.relative_position_bias_table, index, reference=True).to(q.dtype)  # (h, M^2, Mo^2)
+            bias = self.relative_position_bias(rpi).to(q.dtype)  # (h, M^2, Mo^2)
             out, _ = scaled_dot_product(
                 q, k, v, attn_mask=bias.unsqueeze(0), scale=self.scale, need_weights=True, finite_mask=True
             )  # (B*nW, h, M^2, d)

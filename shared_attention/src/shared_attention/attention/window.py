@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from shared_attention.attention.multihead import biased_attention, scaled_dot_product
+from shared_attention.derived import derived_tensor, forget_derived
 
 __all__ = [
     "RelativePositionBias",
@@ -200,35 +201,19 @@ def _gather_bias(table: Tensor, index: Tensor, reference: bool = False) -> Tenso
 def cached_bias(owner: nn.Module, table: Tensor, index: Tensor) -> Tensor:
     """``_gather_bias(table, index)`` ``(heads, Nq, Nk)``, kept on ``owner`` and reused while nothing changed.
 
-    With gradients enabled on the table (training) it is gathered every call. Without (inference) the result is
-    kept as a plain attribute of ``owner`` (not a buffer, not in the state dict) keyed by the table's and the
-    index's identity, storage and version counters: in-place updates through autograd-visible ops (an optimizer
-    step, ``load_state_dict``, ``param.copy_`` under ``no_grad``) bump the version and refresh it. Writes through
-    ``param.data`` are invisible to version counters: call :func:`clear_bias_cache` after them. The returned
-    tensor is shared between calls and must not be modified in place. Inference tensors (made under
-    ``torch.inference_mode``) carry no version counter and are gathered every call; compiled graphs gather too.
+    With gradients enabled on the table (training) it is gathered every call. Without (inference) it is kept by
+    :func:`shared_attention.derived.derived_tensor` (refreshed when the table or index changes in place; after
+    ``param.data`` writes call :func:`clear_bias_cache`; shared between calls, not to be modified in place).
     Saves the gather and its transposing copy on every call (3.5 MB for HAT's OCAB, 1.5 MB per window block).
     """
-    if (
-        (torch.is_grad_enabled() and table.requires_grad)
-        or table.is_inference()
-        or index.is_inference()
-        or torch.compiler.is_compiling()
-    ):
+    if torch.is_grad_enabled() and table.requires_grad:
         return _gather_bias(table, index)
-    key = (id(table), table.data_ptr(), table._version, id(index), index.data_ptr(), index._version, table.dtype)
-    cached = owner.__dict__.get("_bias_cache")
-    if cached is None or cached[0] != key:
-        with torch.inference_mode(False), torch.no_grad():  # a normal tensor even if first asked in inference mode
-            cached = (key, _gather_bias(table.detach(), index))
-        owner.__dict__["_bias_cache"] = cached
-    return cast(Tensor, cached[1])
+    return derived_tensor(owner, "_bias_cache", (table, index), lambda: _gather_bias(table.detach(), index))
 
 
 def clear_bias_cache(module: nn.Module) -> None:
     """Forget every bias kept by :func:`cached_bias` in ``module`` and its children (after ``param.data`` writes)."""
-    for m in module.modules():
-        m.__dict__.pop("_bias_cache", None)
+    forget_derived(module, "_bias_cache")
 
 
 class RelativePositionBias(nn.Module):
@@ -400,9 +385,13 @@ class WindowAttention(nn.Module):
 
         Without gradients (inference) the gathered bias is kept and reused until the table or index changes
         (in-place updates bump their version counters; ``load_state_dict`` copies in place), so a block that
-        attends several window groups per call, or a model serving many requests, gathers it once.
+        attends several window groups per call, or a model serving many requests, gathers it once. With
+        ``use_sdpa=False`` (the reference pattern) it is gathered the official way on every call.
         """
-        return cached_bias(self, self.relative_position_bias_table, self.relative_position_index)
+        table, index = self.relative_position_bias_table, self.relative_position_index
+        if not self.use_sdpa:  # the reference pattern gathers it every call, the official way
+            return _gather_bias(table, index, reference=True)
+        return cached_bias(self, table, index)
 
     def forward(
         self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False, *, bias: Tensor | None = None
@@ -425,13 +414,7 @@ class WindowAttention(nn.Module):
         h, d = self.num_heads, self.head_dim
         qkv = self.qkv(x).reshape(B_, N, 3, h, d).permute(2, 0, 3, 1, 4)  # (3, B_, h, N, d)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B_, h, N, d)
-        if bias is not None:
-            bias = bias.to(q.dtype)  # (h, N, N)
-        elif self.use_sdpa:
-            bias = self.relative_position_bias().to(q.dtype)  # (h, N, N), reused in inference
-        else:  # the reference pattern gathers it every call, the official way
-            table, index = self.relative_position_bias_table, self.relative_position_index
-            bias = _gather_bias(table, index, reference=True).to(q.dtype)
+        bias = (self.relative_position_bias() if bias is None else bias).to(q.dtype)  # (h, N, N)
         drop = self.attn_drop_p if self.training else 0.0
         if mask is not None and B_ % mask.shape[0] != 0:
             raise ValueError(f"batch of {B_} windows is not a multiple of nW={mask.shape[0]}")

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from shared_attention.derived import derived_tensor
+
 __all__ = ["WinogradConv2d", "set_winograd", "winograd_conv3x3", "winograd_eligible", "winograd_filter"]
 
 _BT = ((1.0, 0.0, -1.0, 0.0), (0.0, 1.0, 1.0, 0.0), (0.0, -1.0, 1.0, 0.0), (0.0, 1.0, 0.0, -1.0))
@@ -104,10 +106,11 @@ class WinogradConv2d(nn.Conv2d):
     gradient needed; float32 / float64 on the CPU, outside autocast) and by ``F.conv2d`` otherwise. Made by
     :func:`set_winograd` from eligible layers.
 
-    The transformed filter is cached (``16 / 9`` of the weight's memory) and recomputed when the weight changes
-    (its version counter). Training keeps the direct kernel: the Winograd backward sums overlapping tiles, and
-    behind a training-mode BatchNorm its float32 rounding grew to ~3e-3 relative in the weight gradients
-    (direct: ~1e-6; both against float64), while recomputing the filter every step ate most of the forward gain.
+    The transformed filter is kept (``16 / 9`` of the weight's memory; :func:`shared_attention.derived.derived_tensor`)
+    and recomputed when the weight changes (its version counter). Training keeps the direct kernel: the Winograd
+    backward sums overlapping tiles, and behind a training-mode BatchNorm its float32 rounding grew to ~3e-3
+    relative in the weight gradients (direct: ~1e-6; both against float64), while recomputing the filter every
+    step ate most of the forward gain.
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -121,13 +124,9 @@ class WinogradConv2d(nn.Conv2d):
             or torch.compiler.is_compiling()  # inductor picks its own convolution; the cache is eager-only state
         ):
             return super().forward(x)
-        w = self.weight
-        key = (w.data_ptr(), w._version, w.dtype)
-        cache = self.__dict__.get("_winograd_cache")
-        if cache is None or cache[0] != key:
-            cache = (key, winograd_filter(w.detach()))
-            self.__dict__["_winograd_cache"] = cache
-        return winograd_conv3x3(x, w.detach(), None if self.bias is None else self.bias.detach(), filt=cache[1])
+        w = self.weight.detach()
+        filt = derived_tensor(self, "_winograd_cache", (self.weight,), lambda: winograd_filter(w))  # (16, C_out, C_in)
+        return winograd_conv3x3(x, w, None if self.bias is None else self.bias.detach(), filt=filt)
 
 
 def set_winograd(model: nn.Module, enabled: bool = True, min_channels: int = 1024) -> int:
