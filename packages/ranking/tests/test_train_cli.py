@@ -137,3 +137,13 @@ def test_config_errors(tmp_path) -> None:
     with pytest.raises(ConfigError):
         load_ranking_config("hiformer", ["model.arch=transformer"])
     assert main(["validate", str(tmp_path / "missing.tsv"), "--schema", "criteo"]) == 2
+
+
+def test_compile_is_refused_before_reading_data(tmp_path) -> None:
+    """train.compile fails through the sharded embedding bags only at the first backward: refused up front."""
+    from sa_ranking.task import RankingTask
+
+    missing = str(tmp_path / "not-read.tsv")
+    cfg = load_ranking_config("hiformer", [f"data.train={missing}", f"data.valid={missing}", "train.compile=true"])
+    with pytest.raises(ValueError, match="train.compile=true is not supported by the ranking trainer"):
+        RankingTask(cfg)
