@@ -111,13 +111,8 @@ def main() -> None:
     sigma = cfg.loss.smooth_sigma
 
     def up(levels: list[torch.Tensor]) -> np.ndarray:
-        return (
-            torch.stack(
-                [F.interpolate(m[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0] for m in levels]
-            )
-            .mean(0)
-            .numpy()
-        )
+        full = [F.interpolate(m[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0] for m in levels]
+        return torch.stack(full).mean(0).numpy()  # (N, S, S)
 
     rows: dict[str, dict[str, float]] = {}
 
@@ -137,9 +132,8 @@ def main() -> None:
         maps, kept = context_maps(tr, va, radius, gap)
         add(f"context r{radius} gap{gap}", up(maps), residual_variance_kept=float(np.mean(kept)))
     if args.fod_run:
-        from torch.utils.data import DataLoader
-
         from sa_anomaly.predictor import AnomalyPredictor
+        from torch.utils.data import DataLoader
 
         fod = AnomalyPredictor.load(args.fod_run).model.eval()
         flips: dict[str, list[int]] = {"none": [], "h": [-1], "v": [-2], "hv": [-1, -2]}
