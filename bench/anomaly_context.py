@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--fod-run", default=None, help="a trained FOD run folder to score on the same images")
     ap.add_argument("--backbone", default=None, help="timm backbone name (default: the config's)")
     ap.add_argument("--backbone-weights", default=None, help="weights file for --backbone")
+    ap.add_argument("--levels", default=None, help="backbone levels, e.g. 2,3 (default: the config's)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "anomaly-context.json"))
     args = ap.parse_args()
     if not (Path(args.data) / "magnetic_tile").is_dir():
@@ -95,6 +96,8 @@ def main() -> None:
     overrides = [f"data.root={args.data}"]
     if args.backbone:
         overrides.append(f"model.backbone={args.backbone}")
+    if args.levels:
+        overrides.append(f"model.out_indices=[{args.levels}]")
     if args.backbone_weights:
         overrides.append(f"model.backbone_weights={args.backbone_weights}")
     cfg = load_ad_config(args.config, overrides)
