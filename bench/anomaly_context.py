@@ -87,7 +87,7 @@ def main() -> None:
             "../shared/data/magnetic-tile, or datasets/anomaly/prepare_magnetic_tile.py)"
         )
         return
-    from sa_anomaly.baseline import GaussianFit, _features
+    from sa_anomaly.baseline import _features, gaussian_scores, mean_upsampled
     from sa_anomaly.config import load_ad_config
     from sa_anomaly.metrics import auroc, image_scores
     from sa_anomaly.task import AnomalyTask, build_model
@@ -113,10 +113,6 @@ def main() -> None:
     size = masks.shape[-1]
     sigma = cfg.loss.smooth_sigma
 
-    def up(levels: list[torch.Tensor]) -> np.ndarray:
-        full = [F.interpolate(m[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0] for m in levels]
-        return torch.stack(full).mean(0).numpy()  # (N, S, S)
-
     rows: dict[str, dict[str, float]] = {}
 
     def add(name: str, m: np.ndarray, **extra: float) -> None:
@@ -124,16 +120,11 @@ def main() -> None:
         r = rows[name]
         print(f"{name:28s} image {r['image_auroc']:.3f}  pixel {r['pixel_auroc']:.3f}", flush=True)
 
-    gauss = []
-    for f_tr, f_va in zip(tr, va):
-        fit = GaussianFit(f_tr.permute(0, 2, 3, 1).reshape(-1, f_tr.shape[1]))
-        gauss.append(fit.distance(f_va.permute(0, 2, 3, 1)).float())
-    g_img = GaussianFit(torch.cat([f.mean((2, 3)) for f in tr], 1))
-    pooled = g_img.distance(torch.cat([f.mean((2, 3)) for f in va], 1)).numpy()
-    add("gaussian", up(gauss), image_auroc_pooled=auroc(pooled, labels))
+    pooled, gauss = gaussian_scores(tr, va)
+    add("gaussian", mean_upsampled(gauss, size), image_auroc_pooled=auroc(pooled, labels))
     for radius, gap in ((1, 0), (2, 1)):
         maps, kept = context_maps(tr, va, radius, gap)
-        add(f"context r{radius} gap{gap}", up(maps), residual_variance_kept=float(np.mean(kept)))
+        add(f"context r{radius} gap{gap}", mean_upsampled(maps, size), residual_variance_kept=float(np.mean(kept)))
     if args.fod_run:
         from sa_anomaly.predictor import AnomalyPredictor
         from torch.utils.data import DataLoader

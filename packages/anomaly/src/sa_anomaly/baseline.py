@@ -24,7 +24,14 @@ from torch.utils.data import DataLoader, Dataset
 if TYPE_CHECKING:
     from .models.fod import FODAnomalyModel
 
-__all__ = ["GaussianFit", "gaussian_baseline", "nearest_distances", "memory_bank_reference"]
+__all__ = [
+    "GaussianFit",
+    "gaussian_baseline",
+    "gaussian_scores",
+    "mean_upsampled",
+    "nearest_distances",
+    "memory_bank_reference",
+]
 
 
 class GaussianFit:
@@ -59,6 +66,28 @@ def _features(model: nn.Module, ds: Dataset[Any]) -> tuple[list[torch.Tensor], n
     return per_level, np.concatenate(labels), np.concatenate(masks)
 
 
+def mean_upsampled(level_maps: list[torch.Tensor], size: int) -> np.ndarray:
+    """Per level ``(N, h_l, w_l)`` maps -> their mean after bilinear upsampling to ``(N, size, size)``."""
+    full = [
+        F.interpolate(m[:, None].float(), size=(size, size), mode="bilinear", align_corners=True)[:, 0]
+        for m in level_maps
+    ]
+    return torch.stack(full).mean(0).numpy()
+
+
+def gaussian_scores(train: list[torch.Tensor], test: list[torch.Tensor]) -> tuple[np.ndarray, list[torch.Tensor]]:
+    """The Gaussian baseline on per-level features ``(N, C_l, h_l, w_l)``: image scores ``(N_test,)`` (Mahalanobis
+    distance of the globally averaged features) and per level the position maps ``(N_test, h_l, w_l)`` (distance
+    to one Gaussian over all training positions of that level)."""
+    g_img = GaussianFit(torch.cat([f.mean((2, 3)) for f in train], 1))
+    img_scores = g_img.distance(torch.cat([f.mean((2, 3)) for f in test], 1)).numpy()
+    maps = []
+    for f_tr, f_te in zip(train, test):
+        g = GaussianFit(f_tr.permute(0, 2, 3, 1).reshape(-1, f_tr.shape[1]))
+        maps.append(g.distance(f_te.permute(0, 2, 3, 1)).float())  # (N, h, w)
+    return img_scores, maps
+
+
 @torch.no_grad()
 def gaussian_baseline(
     model: nn.Module, train: Dataset[Any], test: Dataset[Any], sigma: float = 4.0
@@ -68,15 +97,8 @@ def gaussian_baseline(
 
     tr, _, _ = _features(model, train)
     te, labels, masks = _features(model, test)
-    g_img = GaussianFit(torch.cat([f.mean((2, 3)) for f in tr], 1))
-    img_scores = g_img.distance(torch.cat([f.mean((2, 3)) for f in te], 1)).numpy()
-    size = masks.shape[-1]
-    maps = []
-    for f_tr, f_te in zip(tr, te):
-        g = GaussianFit(f_tr.permute(0, 2, 3, 1).reshape(-1, f_tr.shape[1]))
-        d = g.distance(f_te.permute(0, 2, 3, 1)).float()  # (N, h, w)
-        maps.append(F.interpolate(d[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0])
-    m = torch.stack(maps).mean(0).numpy()
+    img_scores, level_maps = gaussian_scores(tr, te)
+    m = mean_upsampled(level_maps, masks.shape[-1])
     return {
         "image_auroc": auroc(img_scores, labels),
         "pixel_auroc": auroc(m, masks),
